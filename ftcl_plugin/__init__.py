@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ActionSelector": "selectors",
     "BackgroundSelector": "selectors",
     "ProposalSelector": "selectors",
+    "Selection": "selectors",
     "PairMiner": "miners",
     "Pairs": "miners",
     # facade
@@ -72,4 +73,4 @@ if TYPE_CHECKING:  # pragma: no cover - static analysers see the eager imports
     from .localization import localize
     from .losses import FSDLoss, FSDTerms, LCSLoss, LCSTerms
     from .miners import PairMiner, Pairs
-    from .selectors import ActionSelector, BackgroundSelector, ProposalSelector
+    from .selectors import ActionSelector, BackgroundSelector, ProposalSelector, Selection

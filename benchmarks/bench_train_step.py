@@ -1,0 +1,136 @@
+"""Time one training step of each baseline with and without FTCL at the paper's sizes; print a Markdown table.
+
+    python benchmarks/bench_train_step.py                       # 16 videos, T=750, D=2048, CPU
+    python benchmarks/bench_train_step.py --device cuda         # when a GPU is present
+    python benchmarks/bench_train_step.py --batch 4 --length 200 --repeats 3   # a quick look
+
+A step is forward, the baseline's own loss (+ FTCL), backward and an Adam update, on random features with labels
+that give FTCL its usual in-batch pairs (about 4.5 same-class pairs in 16 videos, as BASELINES.md section 1.5
+estimates for THUMOS14). The overhead ratio is (median step with FTCL) / (median step without). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from integrations.common.config import load_config  # noqa: E402
+from integrations.common.report import machine_description, markdown_table  # noqa: E402
+
+BASELINES = ("acmnet", "cola", "wtalc", "stpn")
+
+
+def _labels(batch: int, classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Multi-hot labels with a few same-class pairs: videos drawn from a handful of classes (THUMOS14-like)."""
+    picks = torch.randint(0, min(classes, 12), (batch,), generator=generator)
+    return torch.nn.functional.one_hot(picks, classes).float()
+
+
+def time_step(name: str, *, ftcl: bool, batch: int, length: int, dim: int, classes: int, repeats: int,
+              warmup: int, device: torch.device) -> float:
+    """Median seconds of one training step.
+
+    Args:
+        name: the baseline.
+        ftcl: add FTCL.
+        batch: videos per step.
+        length: T.
+        dim: D.
+        classes: C.
+        repeats: timed steps.
+        warmup: untimed steps first.
+        device: where to run.
+
+    Returns:
+        The median step time in seconds.
+    """
+    from ftcl_plugin import FTCL
+
+    config = load_config(name, "thumos14", builtin_data=False)
+    module = importlib.import_module(f"integrations.{name}.model")
+    torch.manual_seed(0)
+    model = module.build_model(config.get("model", {}) | {"_all": config}, num_classes=classes, feature_dim=dim)
+    if ftcl:
+        model.ftcl = FTCL(feature_dim=model.embedding_dim)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(batch, length, dim, generator=generator).to(device)
+    labels = _labels(batch, classes, generator).to(device)
+    lengths = torch.full((batch,), length, dtype=torch.int64, device=device)
+    times = []
+    for index in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        output = model(features, lengths)
+        loss, _ = model.loss(output, labels, index)
+        if ftcl:
+            loss = loss + model.ftcl(output.embedding, model.ftcl_attention(output), labels, lengths=lengths)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table.
+
+    Args:
+        argv: the arguments.
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baselines", default=",".join(BASELINES))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=750)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    rows = []
+    for name in [n.strip() for n in args.baselines.split(",") if n.strip()]:
+        try:
+            importlib.import_module(f"integrations.{name}.model")
+        except ImportError as error:
+            print(f"skipping {name}: {error}", file=sys.stderr)
+            continue
+        sizes = dict(batch=args.batch, length=args.length, dim=args.dim, classes=args.classes,
+                     repeats=args.repeats, warmup=args.warmup, device=device)
+        # Alternate the arms so slow drift of the machine affects both alike.
+        without = time_step(name, ftcl=False, **sizes)
+        with_ftcl = time_step(name, ftcl=True, **sizes)
+        without = min(without, time_step(name, ftcl=False, **sizes))
+        rows.append([name, 1000 * without, 1000 * with_ftcl, with_ftcl / without])
+        print(f"{name}: {1000 * without:.1f} ms -> {1000 * with_ftcl:.1f} ms", file=sys.stderr)
+    text = (f"Training step (forward + loss + backward + Adam), B={args.batch}, T={args.length}, D={args.dim}, "
+            f"C={args.classes}, median of {args.repeats} after {args.warmup} warm-up steps; "
+            f"{machine_description()}.\n\n"
+            + markdown_table(["baseline", "step ms", "step + FTCL ms", "ratio"],
+                             [[r[0], r[1], r[2], f"{r[3]:.3f}"] for r in rows]))
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""Private differentiable DP kernels behind :mod:`ftcl_plugin.functional`.
+
+Both recursions (FSD, Eq. 2; LCS, Eq. 6) run on an anti-diagonal wavefront: cell ``(i, j)`` with
+``i + j = d`` depends only on diagonals ``d - 1`` and ``d - 2``, so one vectorised step per diagonal computes
+a whole diagonal for all P pairs at once (O(M + N) Python steps, O(P M N) work and memory).
+
+Layout: the padded (M+1) x (N+1) table of every pair is stored *diagonal-major* as one (P, cells) tensor:
+diagonal d occupies the contiguous columns ``[offset_d, offset_d + size_d)`` (boundary cells included,
+ordered by increasing i). The cells of a diagonal and their up / left / diagonal neighbours are then
+contiguous column ranges: every step reads and writes plain blocks (no gathers, no cache-missing strided
+access, no per-step index tensors). Inputs are permuted into this layout once per call (one gather per
+pair) and gradients are permuted back once.
+
+Numerics: the table is accumulated in float64 whatever the input dtype (in float32 the softmax weights
+lose ~1e-4 relative at M = N = 750, where S reaches hundreds while gamma = 0.1). For gamma > 0 the table
+holds ``S / gamma`` so that the smooth max is a bare ``logaddexp`` chain, with the 1/gamma folded into the
+additions.
+
+Backward: an analytic reverse wavefront. The adjoint ``E(i, j) = dS(M, N) / dS(i, j)`` of diagonal d is
+complete once diagonals d+1 and d+2 have pushed into it, so only three diagonals of E are alive at a time
+(rolling buffers); each is pushed to its three predecessors with the branch weights recomputed from the
+saved table (softmax weights for gamma > 0, the argmax branch for gamma = 0). ``dS/d mu = E`` and the
+gap gradients are E times the insert / delete weights. First-order gradients only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+_ACC = torch.float64
+# inputs with at most this many elements are copied into the DP layout as float64 (<= 8 MB per input)
+_WIDEN_LIMIT = 2**20
+
+
+class _Grid:
+    """Diagonal-major layout of the padded (M+1) x (N+1) tables of one (M, N) problem size."""
+
+    def __init__(self, m: int, n: int, device: torch.device) -> None:
+        self.m, self.n, self.cells, self.device = m, n, (m + 1) * (n + 1), device
+        self.width = min(m, n) + 1  # the longest diagonal, boundary cells included
+        first = [max(0, d - n) for d in range(m + n + 1)]  # smallest row index i stored on diagonal d
+        offset = [0]
+        for d in range(m + n + 1):
+            offset.append(offset[-1] + min(m, d) - first[d] + 1)
+        # per interior diagonal d (cells i = lo..hi), the column of its first cell and of the first cell's
+        # up / left / diagonal neighbours, each as (global column, position within its own diagonal)
+        self.steps: list[tuple[int, int, int, int, int, int, int, int, int, int]] = []
+        for d in range(2, m + n + 1 if m and n else 0):
+            lo, hi = max(1, d - n), min(m, d - 1)
+            here, up, left, diag = lo - first[d], lo - 1 - first[d - 1], lo - first[d - 1], lo - 1 - first[d - 2]
+            self.steps.append((d, hi - lo + 1,
+                               offset[d] + here, offset[d - 1] + up, offset[d - 1] + left, offset[d - 2] + diag,
+                               here, up, left, diag))
+        self.offset = torch.tensor(offset[:-1], dtype=torch.int64, device=device)
+        self.first = torch.tensor(first, dtype=torch.int64, device=device)
+
+    def position(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Column of cell ``(rows, cols)`` (broadcasting integer tensors) in the diagonal-major layout."""
+        diagonal = rows + cols
+        return self.offset[diagonal] + rows - self.first[diagonal]
+
+    def local(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Position of cell ``(rows, cols)`` within its own diagonal."""
+        return rows - self.first[rows + cols]
+
+    def interior(self) -> Tensor:
+        """(M*N,) columns of the cells (1..M, 1..N), in row-major order of the unpadded inputs."""
+        rows = torch.arange(1, self.m + 1, device=self.device).view(-1, 1)
+        cols = torch.arange(1, self.n + 1, device=self.device).view(1, -1)
+        return self.position(rows, cols).reshape(-1)
+
+    def skew(self, x: Tensor, columns: Tensor, widen: bool = False) -> Tensor:
+        """(P, M, N) -> (P, cells). Boundary columns are left unset: no step reads them.
+
+        With ``widen`` the copy is float64, which spares every step a mixed-dtype operation (about half
+        the per-step cost at small sizes); large inputs keep their dtype to halve the saved memory.
+        """
+        p = x.shape[0]
+        if widen:
+            x = x.to(_ACC)
+        out = x.new_empty(p, self.cells)
+        out.index_copy_(1, columns, x.reshape(p, self.m * self.n))
+        return out
+
+    def unskew(self, table: Tensor, columns: Tensor) -> Tensor:
+        """(P, cells) -> contiguous (P, M, N) of the interior cells, in the table's dtype."""
+        return table.index_select(1, columns).view(table.shape[0], self.m, self.n)
+
+    def corner(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(P,) row and column indices of each pair's result cell ``(La, Lb)``."""
+        rows = lengths_a if lengths_a is not None else torch.full((p,), self.m, device=self.device)
+        cols = lengths_b if lengths_b is not None else torch.full((p,), self.n, device=self.device)
+        return rows.to(torch.int64), cols.to(torch.int64)
+
+    def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
+        """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
+        if lengths_a is None and lengths_b is None:
+            return None
+        rows = torch.arange(self.m + 1, device=self.device).repeat_interleave(self.n + 1)
+        cols = torch.arange(self.n + 1, device=self.device).repeat(self.m + 1)
+        order = self.position(rows, cols)
+        row_of = torch.empty_like(rows)
+        col_of = torch.empty_like(cols)
+        row_of[order] = rows
+        col_of[order] = cols
+        mask = torch.ones(p, self.cells, dtype=torch.bool, device=self.device)
+        if lengths_a is not None:
+            mask &= row_of.view(1, -1) <= lengths_a.view(p, 1)
+        if lengths_b is not None:
+            mask &= col_of.view(1, -1) <= lengths_b.view(p, 1)
+        return mask
+
+    def seeds(self, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> dict[int, tuple[Tensor, ...]]:
+        """Where the backward injects the output gradient: diagonal -> (pairs, positions, values).
+
+        Unpadded, every pair starts at diagonal M + N. Padded pairs start on different diagonals, which
+        needs their values on the host: one device sync, in the backward only.
+        """
+        pairs = torch.arange(grad.shape[0], device=grad.device)
+        values = grad.to(_ACC)
+        if not padded:
+            return {self.m + self.n: (pairs, self.local(rows, cols), values)}
+        found = {}
+        diagonals = rows + cols
+        live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0
+        for d in sorted(set((diagonals[live]).tolist())):
+            chosen = live & (diagonals == d)
+            found[d] = (pairs[chosen], self.local(rows[chosen], cols[chosen]), values[chosen])
+        return found
+
+
+def _read_corner(table: Tensor, grid: _Grid, rows: Tensor, cols: Tensor, scale: float,
+                 dtype: torch.dtype) -> Tensor:
+    pairs = torch.arange(table.shape[0], device=table.device)
+    return (table[pairs, grid.position(rows, cols)] * scale).to(dtype)
+
+
+class _Adjoint:
+    """Three rolling (P, width) float64 diagonals of the adjoint E: the current one and its two predecessors."""
+
+    def __init__(self, grid: _Grid, p: int, seeds: dict[int, tuple[Tensor, ...]], device: torch.device) -> None:
+        self.buffers = [torch.zeros(p, grid.width, dtype=_ACC, device=device) for _ in range(3)]
+        self.seeds = seeds
+
+    def enter(self, d: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(E_d, E_{d-1}, E_{d-2}) with the output gradient injected where a pair's result lies on d."""
+        current = self.buffers[0]
+        if d in self.seeds:
+            pairs, positions, values = self.seeds[d]
+            current.index_put_((pairs, positions), values, accumulate=True)
+        return current, self.buffers[1], self.buffers[2]
+
+    def leave(self) -> None:
+        """Step to diagonal d - 1: E_d is final (already written out), its buffer is recycled for d - 3."""
+        done = self.buffers[0]
+        done.zero_()
+        self.buffers = [self.buffers[1], self.buffers[2], done]
+
+
+# --------------------------------------------------------------------------------------------------
+# FSD (Eq. 2)
+# --------------------------------------------------------------------------------------------------
+
+
+def _fsd_candidates(table: Tensor, g: Tensor, h: Tensor, inv: float, out: Tensor, count: int, start: int,
+                    up: int, left: int, diag: int) -> Tensor:
+    """The three scaled candidates (match, insert, delete) of one diagonal, as a contiguous (3, P, L)."""
+    cand = out[: 3 * table.shape[0] * count].view(3, table.shape[0], count)
+    cand[0].copy_(table[:, diag:diag + count])
+    torch.add(table[:, up:up + count], g[:, start:start + count], alpha=inv, out=cand[1])
+    torch.add(table[:, left:left + count], h[:, start:start + count], alpha=inv, out=cand[2])
+    return cand
+
+
+def fsd_forward(grid: _Grid, mu: Tensor, g: Tensor, h: Tensor, gamma: float) -> Tensor:
+    """(P, cells) float64 table of S / gamma (of S for gamma = 0) from skewed inputs."""
+    p = mu.shape[0]
+    inv = 1.0 / gamma if gamma > 0 else 1.0
+    table = torch.zeros(p, grid.cells, dtype=_ACC, device=mu.device)
+    buf = torch.empty(3 * p * grid.width, dtype=_ACC, device=mu.device)
+    for _, count, start, up, left, diag, *_ in grid.steps:
+        cand = _fsd_candidates(table, g, h, inv, buf, count, start, up, left, diag)
+        best = cand[1]
+        if gamma > 0:
+            torch.logaddexp(cand[0], best, out=best)
+            torch.logaddexp(best, cand[2], out=best)
+        else:
+            torch.maximum(cand[0], best, out=best)
+            torch.maximum(best, cand[2], out=best)
+        torch.add(best, mu[:, start:start + count], alpha=inv, out=table[:, start:start + count])
+    return table
+
+
+class _FSD(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
+                lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
+        p, m, n = match.shape
+        grid = _Grid(m, n, match.device)
+        columns = grid.interior()
+        widen = match.numel() <= _WIDEN_LIMIT
+        mu = grid.skew(match, columns, widen)
+        g = grid.skew(insert, columns, widen)
+        h = g if delete is None else grid.skew(delete, columns, widen)
+        table = fsd_forward(grid, mu, g, h, gamma)
+        rows, cols = grid.corner(p, lengths_a, lengths_b)
+        ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, match.dtype
+        ctx.padded = lengths_a is not None or lengths_b is not None
+        ctx.save_for_backward(table, mu, g, None if delete is None else h, columns, rows, cols,
+                              lengths_a, lengths_b)
+        return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, match.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        table, mu, g, h, columns, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
+        grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
+        same_gap = h is None
+        h = g if same_gap else h
+        p, device = table.shape[0], table.device
+        inv = 1.0 / gamma if gamma > 0 else 1.0
+        need_match, need_insert, need_delete = ctx.needs_input_grad[:3]
+        adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
+        valid = grid.valid(p, lengths_a, lengths_b)
+        grad_mu = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_match else None
+        grad_g = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_insert else None
+        grad_h = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_delete else None
+        buf = torch.empty(3 * p * grid.width, dtype=_ACC, device=device)
+        top = torch.empty(p * grid.width, dtype=_ACC, device=device)
+        for d, count, start, up, left, diag, here, up_at, left_at, diag_at in reversed(grid.steps):
+            current, previous, before = adjoint.enter(d)
+            e = current[:, here:here + count]
+            cand = _fsd_candidates(table, g, h, inv, buf, count, start, up, left, diag)
+            best = top[: p * count].view(p, count)
+            if gamma > 0:
+                # softmax weights exp(a_k - logsumexp(a)); logsumexp(a) = S(i, j) / gamma - mu(i, j) / gamma
+                torch.add(table[:, start:start + count], mu[:, start:start + count], alpha=-inv, out=best)
+                flow = cand.sub_(best).exp_().mul_(e)
+            else:
+                # argmax branch; ties prefer match, then insert, then delete
+                torch.maximum(cand[1], cand[2], out=best)
+                take_match = cand[0] >= best
+                take_insert = cand[1] >= cand[2]
+                flow = cand
+                torch.mul(e, take_match, out=flow[0])
+                torch.sub(e, flow[0], out=flow[2])
+                torch.mul(flow[2], take_insert, out=flow[1])
+                flow[2].sub_(flow[1])
+            if valid is not None:
+                # padded cells carry zero adjoint; masking also keeps NaN/inf padding from leaking in
+                flow.masked_fill_(~valid[:, start:start + count], 0.0)
+            before[:, diag_at:diag_at + count] += flow[0]
+            previous[:, up_at:up_at + count] += flow[1]
+            previous[:, left_at:left_at + count] += flow[2]
+            if grad_mu is not None:
+                grad_mu[:, start:start + count] = e
+            if grad_g is not None:
+                if same_gap:  # h = g: the delete flow also belongs to `insert`
+                    torch.add(flow[1], flow[2], out=grad_g[:, start:start + count])
+                else:
+                    grad_g[:, start:start + count] = flow[1]
+            if grad_h is not None:
+                grad_h[:, start:start + count] = flow[2]
+            adjoint.leave()
+        # unskew one gradient at a time, dropping each skewed buffer as soon as it is copied out
+        pending = [grad_mu, grad_g, grad_h]
+        del grad_mu, grad_g, grad_h
+        grads = []
+        while pending:
+            skewed = pending.pop(0)
+            grads.append(None if skewed is None else grid.unskew(skewed, columns))
+            del skewed
+        return (*grads, None, None, None)
+
+
+def fsd(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
+        lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
+    """S(La, Lb) per pair of Eq. 2 (``delete=None`` means h = g); lengths ``None`` mean unpadded."""
+    return _FSD.apply(match, insert, delete, gamma, lengths_a, lengths_b)
+
+
+# --------------------------------------------------------------------------------------------------
+# LCS (Eq. 6)
+# --------------------------------------------------------------------------------------------------
+
+
+def _lcs_inputs(grid: _Grid, similarity: Tensor, columns: Tensor, threshold: float,
+                strict: bool) -> tuple[Tensor, Tensor]:
+    """Skewed similarity (float64 when small) and the skewed match mask, decided in the input dtype."""
+    c = grid.skew(similarity, columns)
+    # compared in the input dtype, as the release compares float32 cosines with 0.92
+    hits = c > threshold if strict else c >= threshold
+    return (c.to(_ACC) if similarity.numel() <= _WIDEN_LIMIT else c), hits
+
+
+def lcs_forward(grid: _Grid, c: Tensor, hits: Tensor, gamma: float) -> Tensor:
+    """(P, cells) float64 table of R / gamma (of R for gamma = 0) from the skewed similarity and matches."""
+    p = c.shape[0]
+    inv = 1.0 / gamma if gamma > 0 else 1.0
+    table = torch.zeros(p, grid.cells, dtype=_ACC, device=c.device)
+    buf = torch.empty(2, p * grid.width, dtype=_ACC, device=c.device)
+    for _, count, start, up, left, diag, *_ in grid.steps:
+        rest, matched = buf[0, : p * count].view(p, count), buf[1, : p * count].view(p, count)
+        if gamma > 0:
+            torch.logaddexp(table[:, up:up + count], table[:, left:left + count], out=rest)
+        else:
+            torch.maximum(table[:, up:up + count], table[:, left:left + count], out=rest)
+        torch.add(table[:, diag:diag + count], c[:, start:start + count], alpha=inv, out=matched)
+        torch.where(hits[:, start:start + count], matched, rest, out=table[:, start:start + count])
+    return table
+
+
+class _LCS(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, similarity: Tensor, threshold: float, strict: bool, gamma: float,
+                lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
+        p, m, n = similarity.shape
+        grid = _Grid(m, n, similarity.device)
+        columns = grid.interior()
+        c, hits = _lcs_inputs(grid, similarity, columns, threshold, strict)
+        table = lcs_forward(grid, c, hits, gamma)
+        rows, cols = grid.corner(p, lengths_a, lengths_b)
+        ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, similarity.dtype
+        ctx.padded = lengths_a is not None or lengths_b is not None
+        ctx.save_for_backward(table, hits, columns, rows, cols, lengths_a, lengths_b)
+        return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        table, hits, columns, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
+        grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
+        p, device = table.shape[0], table.device
+        adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
+        valid = grid.valid(p, lengths_a, lengths_b)
+        grad_c = torch.empty(p, grid.cells, dtype=dtype, device=device)
+        buf = torch.empty(3, p * grid.width, dtype=_ACC, device=device)
+        for d, count, start, up, left, _diag, here, up_at, left_at, diag_at in reversed(grid.steps):
+            current, previous, before = adjoint.enter(d)
+            e = current[:, here:here + count]
+            matched, rest, to_up = (buf[k, : p * count].view(p, count) for k in range(3))
+            # a matched cell sends its whole adjoint diagonally, and dR(i, j) / dc(i, j) = 1
+            torch.mul(e, hits[:, start:start + count], out=matched)
+            torch.sub(e, matched, out=rest)
+            if gamma > 0:
+                torch.sub(table[:, up:up + count], table[:, left:left + count], out=to_up)
+                to_up.sigmoid_().mul_(rest)
+                if valid is not None:
+                    # 0 * sigmoid(nan) would leak NaN from inf padding into the true block
+                    to_up.masked_fill_(~valid[:, start:start + count], 0.0)
+            else:
+                # ties go up, to R(i-1, j), as in the release
+                torch.mul(rest, table[:, up:up + count] >= table[:, left:left + count], out=to_up)
+            grad_c[:, start:start + count] = matched
+            before[:, diag_at:diag_at + count] += matched
+            previous[:, up_at:up_at + count] += to_up
+            previous[:, left_at:left_at + count] += rest.sub_(to_up)
+            adjoint.leave()
+        return grid.unskew(grad_c, columns), None, None, None, None, None
+
+
+def lcs(similarity: Tensor, threshold: float, strict: bool, gamma: float,
+        lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
+    """R(La, Lb) per pair of Eq. 6; lengths ``None`` mean unpadded."""
+    return _LCS.apply(similarity, threshold, strict, gamma, lengths_a, lengths_b)
+
+
+def lcs_path(similarity: Tensor, threshold: float, strict: bool,
+             lengths_a: Tensor | None, lengths_b: Tensor | None) -> list[Tensor]:
+    """Matched (i, j) cells (0-based, increasing) of the hard LCS traceback, per pair.
+
+    The traceback runs for all pairs at once, one move per step (at most M + N steps), following the
+    branch the forward took: matched cells go diagonal, otherwise up when ``R(i-1, j) >= R(i, j-1)``.
+    """
+    sim = similarity.detach()
+    p, m, n = sim.shape
+    device = sim.device
+    if m == 0 or n == 0:
+        return [torch.zeros(0, 2, dtype=torch.int64, device=device) for _ in range(p)]
+    grid = _Grid(m, n, device)
+    c, hits = _lcs_inputs(grid, sim, grid.interior(), threshold, strict)
+    table = lcs_forward(grid, c, hits, 0.0)
+    pairs = torch.arange(p, device=device)
+    rows, cols = grid.corner(p, lengths_a, lengths_b)
+    visited, was_match = [], []
+    for _ in range(m + n):
+        inside = (rows > 0) & (cols > 0)
+        # outside the table interior the reads below are clamped to a valid cell and then ignored
+        hit = hits[pairs, grid.position(rows.clamp(min=1), cols.clamp(min=1))] & inside
+        up = table[pairs, grid.position((rows - 1).clamp(min=0), cols)]
+        left = table[pairs, grid.position(rows, (cols - 1).clamp(min=0))]
+        go_up = inside & ~hit & (up >= left)
+        go_left = inside & ~hit & ~go_up
+        visited.append(torch.stack((rows - 1, cols - 1), dim=-1))
+        was_match.append(hit)
+        rows = rows - (hit | go_up).long()
+        cols = cols - (hit | go_left).long()
+    # one transfer, then split per pair (the traceback ran backwards: flip to increasing order)
+    cells = torch.stack(visited).flip(0).cpu()
+    matched = torch.stack(was_match).flip(0).cpu()
+    return [cells[:, k][matched[:, k]].to(device) for k in range(p)]

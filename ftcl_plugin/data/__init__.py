@@ -1,0 +1,42 @@
+"""Datasets for weakly-supervised temporal action localization.
+
+- Loaders for the three I3D feature layouts the baselines use, all returning the same
+  :class:`VideoRecord`: :class:`AcmNetFeatures`, :class:`ColaFeatures`, :class:`WtalcFeatures`,
+  :func:`open_dataset`; :func:`collate_videos` pads them into a :class:`VideoBatch`.
+- :func:`convert` between layouts, :func:`check_dataset` before training.
+- A structured synthetic benchmark (:mod:`ftcl_plugin.data.synthetic`) and :func:`builtin`, which returns
+  the cached built-in dataset. Synthetic mAP is not THUMOS14 mAP.
+- :class:`ClassPairSampler`, a batch sampler that guarantees same-class pairs per batch.
+"""
+
+from __future__ import annotations
+
+from .cache import builtin, cache_root
+from .check import check_dataset
+from .datasets import AcmNetFeatures, ColaFeatures, WtalcFeatures, open_dataset
+from .layouts import convert, write_dataset
+from .records import VideoBatch, VideoRecord, collate_videos
+from .samplers import ClassPairSampler
+from .sampling import sample_indices
+from .synthetic import GENERATOR_VERSION, SyntheticConfig, generate, make_config
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "AcmNetFeatures",
+    "ClassPairSampler",
+    "ColaFeatures",
+    "SyntheticConfig",
+    "VideoBatch",
+    "VideoRecord",
+    "WtalcFeatures",
+    "builtin",
+    "cache_root",
+    "check_dataset",
+    "collate_videos",
+    "convert",
+    "generate",
+    "make_config",
+    "open_dataset",
+    "sample_indices",
+    "write_dataset",
+]

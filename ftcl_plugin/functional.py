@@ -1,0 +1,276 @@
+"""Stateless, batched, differentiable FTCL scores: the FSD recursion (Eq. 2) and the LCS recursion (Eq. 6).
+
+Every function takes P pairs at once as (P, M, N) matrices, follows the input's device and dtype
+(float32 or float64; the DP table itself is accumulated in float64), and supports padded batches through
+``lengths_a`` / ``lengths_b``: the result equals the computation on the unpadded ``[:La, :Lb]`` block and
+the padding receives exactly zero gradient.
+
+``gamma`` is a smoothing temperature: ``max`` becomes ``gamma * logsumexp(a / gamma)``; ``gamma=0`` is the
+exact hard max. Our ``gamma=0.1`` is the paper's gamma=10 (Eq. 5 with the missing ``1/gamma`` prefactor that
+the authors' release applies). See ``docs/kernels.md`` for the math, the tie rules and the benchmark.
+
+Gradients come from analytic backward passes (first order only: double backward is not supported).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _dp
+from ._checks import (
+    check_flag,
+    check_lengths,
+    check_number,
+    check_score_matrix,
+    check_sequence_features,
+)
+
+__all__ = ["cosine_similarity_matrix", "fsd_alignment", "fsd_similarity", "lcs_length", "lcs_path"]
+
+
+def _lengths(lengths: Tensor | None, name: str, reference: Tensor, dim: int,
+             validate_args: bool) -> Tensor | None:
+    if lengths is None:  # the kernels skip all masking for unpadded inputs
+        return None
+    check_lengths(lengths, name, reference.shape[0], reference.shape[dim], reference, validate_args)
+    return lengths.to(torch.int64)
+
+
+def _fsd_inputs(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
+                lengths_a: Tensor | None, lengths_b: Tensor | None,
+                validate_args: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    check_score_matrix(match, "match")
+    check_score_matrix(insert, "insert", match, "match")
+    if delete is not None:
+        check_score_matrix(delete, "delete", match, "match")
+    check_number(gamma, "gamma", minimum=0.0)
+    check_flag(validate_args, "validate_args")
+    la = _lengths(lengths_a, "lengths_a", match, 1, validate_args)
+    lb = _lengths(lengths_b, "lengths_b", match, 2, validate_args)
+    return match, insert, delete, la, lb
+
+
+def fsd_similarity(match: Tensor, insert: Tensor, delete: Tensor | None = None, *, gamma: float = 0.1,
+                   lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+                   validate_args: bool = False) -> Tensor:
+    r"""Fine-grained sequence distance similarity ``S(M, N)`` of Eq. 2, batched over pairs.
+
+    .. math::
+        S(i, j) = \mu_{ij} + \max\{S(i-1, j-1),\ g_{ij} + S(i-1, j),\ h_{ij} + S(i, j-1)\},\quad
+        S(0, \cdot) = S(\cdot, 0) = 0
+
+    with ``max`` replaced by ``gamma * logsumexp(a / gamma)`` when ``gamma > 0``. Insert and delete add the
+    residual of the target cell ``(i, j)``, as the paper and the authors' release do.
+
+    Args:
+        match: Match residuals mu.
+        insert: Insert residuals g (added when stepping from ``(i-1, j)``).
+        delete: Delete residuals h (added when stepping from ``(i, j-1)``); ``None`` means ``h = g``, as in
+            the paper's implementation details.
+        gamma: Smoothing temperature, ``>= 0``; 0 is the hard max, 0.1 is the paper's gamma=10.
+        lengths_a: True lengths M_p of the first sequences inside the padded M; ``None`` means all M.
+        lengths_b: True lengths N_p of the second sequences inside the padded N; ``None`` means all N.
+        validate_args: Also check the values of ``lengths_a`` / ``lengths_b`` (forces a device sync).
+
+    Shape:
+        - match, insert, delete: (P, M, N), float32 or float64, all on one device.
+        - lengths_a, lengths_b: (P,), integer.
+        - Output: (P,), the input dtype.
+
+    Returns:
+        ``S(M_p, N_p)`` for every pair p.
+
+    Raises:
+        TypeError: If an input is not a tensor, has another dtype than float32/float64, or ``gamma`` is
+            not a number.
+        ValueError: If the shapes or devices disagree, or ``gamma < 0``.
+
+    Example:
+        >>> import torch
+        >>> match = torch.eye(2).unsqueeze(0)          # the diagonal matches
+        >>> insert = torch.full((1, 2, 2), -1.0)       # a gap costs 1
+        >>> fsd_similarity(match, insert, gamma=0.0)
+        tensor([2.])
+    """
+    match, insert, delete, la, lb = _fsd_inputs(match, insert, delete, gamma, lengths_a, lengths_b, validate_args)
+    return _dp.fsd(match, insert, delete, float(gamma), la, lb)
+
+
+def fsd_alignment(match: Tensor, insert: Tensor, delete: Tensor | None = None, *, gamma: float = 0.1,
+                  lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+                  validate_args: bool = False) -> Tensor:
+    """What the FSD recursion aligned: the expected-match matrix ``dS(M, N) / d match``.
+
+    Entry ``(p, i, j)`` is the (soft, for ``gamma > 0``) probability that the best alignment of pair p
+    passes through cell ``(i, j)``; with ``gamma=0`` it is the 0/1 indicator of the argmax path (ties
+    prefer match, then insert, then delete). Padding is 0. The result is detached (not differentiable).
+
+    Args:
+        match: Match residuals mu.
+        insert: Insert residuals g.
+        delete: Delete residuals h; ``None`` means ``h = g``.
+        gamma: Smoothing temperature, ``>= 0``.
+        lengths_a: True lengths of the first sequences; ``None`` means all M.
+        lengths_b: True lengths of the second sequences; ``None`` means all N.
+        validate_args: Also check the values of the lengths (forces a device sync).
+
+    Shape:
+        - match, insert, delete: (P, M, N).
+        - Output: (P, M, N), the input dtype.
+
+    Returns:
+        The occupancy of every cell.
+
+    Raises:
+        TypeError: As :func:`fsd_similarity`.
+        ValueError: As :func:`fsd_similarity`.
+
+    Example:
+        >>> import torch
+        >>> match = torch.eye(2).unsqueeze(0)
+        >>> fsd_alignment(match, torch.full((1, 2, 2), -1.0), gamma=0.0)
+        tensor([[[1., 0.],
+                 [0., 1.]]])
+    """
+    match, insert, delete, la, lb = _fsd_inputs(match, insert, delete, gamma, lengths_a, lengths_b, validate_args)
+    with torch.enable_grad():
+        probe = match.detach().requires_grad_(True)
+        score = _dp.fsd(probe, insert.detach(), None if delete is None else delete.detach(), float(gamma), la, lb)
+        (grad,) = torch.autograd.grad(score.sum(), probe)
+    return grad
+
+
+def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool,
+                lengths_a: Tensor | None, lengths_b: Tensor | None,
+                validate_args: bool) -> tuple[Tensor | None, Tensor | None]:
+    check_score_matrix(similarity, "similarity")
+    check_number(threshold, "threshold")
+    check_number(gamma, "gamma", minimum=0.0)
+    check_flag(strict, "strict")
+    check_flag(validate_args, "validate_args")
+    la = _lengths(lengths_a, "lengths_a", similarity, 1, validate_args)
+    lb = _lengths(lengths_b, "lengths_b", similarity, 2, validate_args)
+    return la, lb
+
+
+def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.0, strict: bool = False,
+               lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+               validate_args: bool = False) -> Tensor:
+    r"""Soft longest-common-subsequence length ``R(M, N)`` of Eq. 6, batched over pairs.
+
+    .. math::
+        R(i, j) = \begin{cases} R(i-1, j-1) + c_{ij} & c_{ij} \ge \tau \\
+                  \max\{R(i-1, j),\ R(i, j-1)\} & \text{otherwise} \end{cases},\quad
+        R(0, \cdot) = R(\cdot, 0) = 0
+
+    A matched cell always takes the diagonal (it is not compared with its neighbours), exactly as the paper
+    and the authors' release do, so R is not the max-weight common subsequence for uneven weights. With
+    ``gamma=0`` the max is hard (ties go up, to ``R(i-1, j)``, as in the release) and the gradient is 1 on
+    every matched cell of the traced path and 0 elsewhere; with ``gamma > 0`` the max is
+    ``gamma * logsumexp(a / gamma)``. The threshold test itself has no gradient.
+
+    Args:
+        similarity: Snippet similarities c (cosine in the paper).
+        threshold: Match threshold tau (0.92 in the paper).
+        gamma: Smoothing temperature of the non-matching branch, ``>= 0``; 0 is the hard max.
+        strict: Match on ``c > tau`` (the authors' release) instead of the paper's ``c >= tau``.
+        lengths_a: True lengths of the first sequences; ``None`` means all M.
+        lengths_b: True lengths of the second sequences; ``None`` means all N.
+        validate_args: Also check the values of the lengths (forces a device sync).
+
+    Shape:
+        - similarity: (P, M, N), float32 or float64.
+        - lengths_a, lengths_b: (P,), integer.
+        - Output: (P,), the input dtype.
+
+    Returns:
+        ``R(M_p, N_p)`` for every pair p (between 0 and ``min(M_p, N_p) * max(c)``).
+
+    Raises:
+        TypeError: If ``similarity`` is not a float32/float64 tensor, or an option has the wrong type.
+        ValueError: If ``similarity`` is not 3-D, the lengths do not fit, or ``gamma < 0``.
+
+    Example:
+        >>> import torch
+        >>> similarity = torch.tensor([[[0.95, 0.10], [0.20, 0.93]]])
+        >>> lcs_length(similarity)
+        tensor([1.8800])
+    """
+    la, lb = _lcs_inputs(similarity, threshold, gamma, strict, lengths_a, lengths_b, validate_args)
+    return _dp.lcs(similarity, float(threshold), strict, float(gamma), la, lb)
+
+
+def lcs_path(similarity: Tensor, *, threshold: float = 0.92, strict: bool = False,
+             lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+             validate_args: bool = False) -> list[Tensor]:
+    """The matched cells of the hard LCS (``gamma=0``) of every pair, for qualitative analysis (Sec. 4.3).
+
+    The traceback follows the branch the recursion took: a matched cell steps diagonally, otherwise the
+    larger of up/left (ties go up), so ``similarity[p][path[:, 0], path[:, 1]].sum()`` equals
+    ``lcs_length(similarity, gamma=0)[p]`` up to rounding.
+
+    Args:
+        similarity: Snippet similarities c.
+        threshold: Match threshold tau.
+        strict: Match on ``c > tau`` instead of ``c >= tau``.
+        lengths_a: True lengths of the first sequences; ``None`` means all M.
+        lengths_b: True lengths of the second sequences; ``None`` means all N.
+        validate_args: Also check the values of the lengths (forces a device sync).
+
+    Shape:
+        - similarity: (P, M, N).
+        - Output: a list of P int64 tensors of shape (K_p, 2), on the input's device.
+
+    Returns:
+        The 0-based ``(i, j)`` index pairs of the matched snippets, in increasing order.
+
+    Raises:
+        TypeError: As :func:`lcs_length`.
+        ValueError: As :func:`lcs_length`.
+
+    Example:
+        >>> import torch
+        >>> similarity = torch.tensor([[[0.95, 0.10], [0.20, 0.93]]])
+        >>> lcs_path(similarity)
+        [tensor([[0, 0],
+                [1, 1]])]
+    """
+    la, lb = _lcs_inputs(similarity, threshold, 0.0, strict, lengths_a, lengths_b, validate_args)
+    return _dp.lcs_path(similarity, float(threshold), strict, la, lb)
+
+
+def cosine_similarity_matrix(features_a: Tensor, features_b: Tensor, *, eps: float = 1e-8) -> Tensor:
+    """Pairwise cosine similarities between the snippets of two batches of sequences.
+
+    Rows are normalised by ``max(||x||, eps)``, so a zero vector gives similarity 0 instead of NaN (the
+    authors' release has no eps; on non-degenerate inputs the results agree).
+
+    Args:
+        features_a: First sequences.
+        features_b: Second sequences.
+        eps: Lower bound on the norms, ``> 0``.
+
+    Shape:
+        - features_a: (P, M, D); features_b: (P, N, D), float32 or float64.
+        - Output: (P, M, N).
+
+    Returns:
+        ``cos(features_a[p, i], features_b[p, j])`` at ``(p, i, j)``.
+
+    Raises:
+        TypeError: If an input is not a float32/float64 tensor, or the dtypes differ.
+        ValueError: If the shapes or devices disagree, or ``eps <= 0``.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+        >>> cosine_similarity_matrix(a, a)
+        tensor([[[1., 0.],
+                 [0., 1.]]])
+    """
+    check_sequence_features(features_a, features_b)
+    check_number(eps, "eps", minimum=0.0, strict_minimum=True)
+    unit_a = torch.nn.functional.normalize(features_a, dim=-1, eps=eps)
+    unit_b = torch.nn.functional.normalize(features_b, dim=-1, eps=eps)
+    return torch.bmm(unit_a, unit_b.transpose(1, 2))

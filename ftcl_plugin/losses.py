@@ -1,0 +1,438 @@
+"""FTCL's two contrastive losses over video pairs: FSD contrasting (Sec. 3.2) and LCS contrasting (Sec. 3.3).
+
+Both take per-pair snippet sequences (already selected and in temporal order, see :mod:`.selectors`) and the
+pair labels (see :mod:`.miners`), and delegate the recursions to :mod:`ftcl_plugin.functional`.
+
+Defaults, one place (``variant="paper"`` / ``variant="official"``):
+
+================================  =====================  ================================  ==============================
+number                            paper                  official (authors' release)       where it comes from
+================================  =====================  ================================  ==============================
+projection output size            1024 per head          1024 split in halves (512 each)   paper Sec. 4.1 / release
+insert/delete activation          ``x - 1`` (penalty)    identity (a bonus)                paper Sec. 3.2 text / release
+smooth-max temperature ``gamma``  0.1                    0.1                               paper gamma=10 (Eq. 5) = release
+FSD ranking loss                  softplus(x / 0.2)      mean(neg) - mean(pos)             authors' unused helper / release
+LCS threshold                     ``c >= 0.92``          ``c > 0.92``                      paper Eq. 6 / release
+LCS loss                          BCE on r / min(M, N)   mean(neg) - mean(pos)             Eq. 7 with its sign fixed / release
+cosine eps                        1e-8                   1e-8                              plugin decision (release has none)
+================================  =====================  ================================  ==============================
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ._checks import (
+    check_choice,
+    check_flag,
+    check_integer_tensor,
+    check_is_positive,
+    check_ndim,
+    check_number,
+    check_pair_sequences,
+    check_tensor,
+)
+from .functional import cosine_similarity_matrix, fsd_similarity, lcs_length
+
+__all__ = ["FSDLoss", "FSDTerms", "LCSLoss", "LCSTerms", "Variant"]
+
+Variant = Literal["paper", "official"]
+_VARIANTS = ("paper", "official")
+# The release divides each sum by (count + 1e-10), so an empty subset contributes exactly 0.
+_RELEASE_COUNT_EPS = 1e-10
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def _kernel_dtype(value: Tensor) -> Tensor:
+    """The DP kernels run in float32/float64; half-precision activations (autocast) are promoted."""
+    return value if value.dtype in _KERNEL_DTYPES else value.float()
+
+
+def _release_mean_difference(values: Tensor, positive: Tensor) -> Tensor:
+    """``sum(neg) / (N_neg + 1e-10) - sum(pos) / (N_pos + 1e-10)``, the release's linear pair loss."""
+    zero = torch.zeros_like(values)
+    num_positive = positive.sum().to(values.dtype)
+    num_negative = (~positive).sum().to(values.dtype)
+    negative_mean = torch.where(positive, zero, values).sum() / (num_negative + _RELEASE_COUNT_EPS)
+    positive_mean = torch.where(positive, values, zero).sum() / (num_positive + _RELEASE_COUNT_EPS)
+    return negative_mean - positive_mean
+
+
+def _check_pair_indices(index_a: Tensor, index_b: Tensor, is_positive: Tensor, videos: Tensor) -> None:
+    check_tensor(index_a, "index_a")
+    check_ndim(index_a, "index_a", 1, "(P,)")
+    for name, value in (("index_a", index_a), ("index_b", index_b)):
+        check_integer_tensor(value, name, (index_a.shape[0],), "(P,)", videos, "the video features")
+    check_is_positive(is_positive, index_a.shape[0], videos)
+
+
+def _take_lengths(lengths: Tensor | None, index: Tensor) -> Tensor | None:
+    return None if lengths is None else lengths[index]
+
+
+class FSDTerms(NamedTuple):
+    """What :meth:`FSDLoss.forward_terms` computed.
+
+    Shape:
+        - loss: (), the FSD loss.
+        - action_action: (P,), ``s(U, V)``: action proposal of video a against that of video b.
+        - action_background: (P,), ``s(U, V')``: action proposal of a against the background of b.
+        - background_action: (P,), ``s(U', V)``: background of a against the action proposal of b.
+    """
+
+    loss: Tensor
+    action_action: Tensor
+    action_background: Tensor
+    background_action: Tensor
+
+
+class LCSTerms(NamedTuple):
+    """What :meth:`LCSLoss.forward_terms` computed.
+
+    Shape:
+        - loss: (), the LCS loss.
+        - length: (P,), the soft LCS length ``r = R(M, N)`` of every pair.
+        - normalized_length: (P,), ``r / min(M_p, N_p)`` (in [0, 1] for cosine similarities).
+    """
+
+    loss: Tensor
+    length: Tensor
+    normalized_length: Tensor
+
+
+class _Projected(NamedTuple):
+    match: Tensor
+    insert: Tensor
+    delete: Tensor | None
+
+
+def _take(projected: _Projected, index: Tensor) -> _Projected:
+    return _Projected(*(None if part is None else part[index] for part in projected))
+
+
+class FSDLoss(nn.Module):
+    r"""Fine-grained sequence distance (FSD) contrasting, Sec. 3.2 of the paper.
+
+    Each snippet is mapped by learnable projections ``f_mu`` and ``f_g`` (``f_h = f_g`` unless
+    ``separate_delete``), and the residual matrices of Eq. 3 are
+    ``mu_ij = sigma_mu(cos(f_mu(u_i), f_mu(v_j)))``, ``g_ij = sigma_g(cos(f_g(u_i), f_g(v_j)))``, with
+    ``sigma_mu`` the identity and ``sigma_g`` set by ``insert_activation``. The FSD recursion (Eq. 2, smooth max
+    of temperature ``gamma``) gives a similarity ``s`` per pair of sequences.
+
+    ``variant="paper"``: for every **positive** pair with action proposals U, V and backgrounds U', V' (Eq. 4)
+
+    .. math::
+        \ell(s_{UV'} - s_{UV}) + \ell(s_{U'V} - s_{UV}),\qquad \ell(x) = \mathrm{softplus}(x / \eta)
+
+    averaged over the positive pairs (negative pairs are ignored; none gives a zero that keeps the graph).
+
+    ``variant="official"`` reproduces the authors' release: one ``Linear(D, projection_dim)`` whose first half
+    of outputs is ``f_mu`` and second half ``f_g = f_h`` (its weights load from the release's
+    ``feature_trans``), identity activations, and ``s_b = s(U, V)`` for positive pairs, ``s(U, V')`` for
+    negative pairs, reduced to ``mean(s_neg) - mean(s_pos)`` (each mean divides by ``count + 1e-10``).
+
+    Args:
+        feature_dim: Size D of the snippet features.
+        variant: ``"paper"`` or ``"official"``, see above.
+        projection_dim: Output size of each paper projection (1024, Sec. 4.1), or of the single split official
+            projection (1024, i.e. 512 per head; the second half gets the extra unit when odd).
+        insert_activation: ``"penalty"`` (``g = cos - 1 <= 0``, paper default: the text asks for a penalty) or
+            ``"identity"`` (official default); ``None`` means the variant's default.
+        separate_delete: Give ``f_h`` its own projection (paper variant only; the paper sets ``f_h = f_g``).
+        gamma: Smooth-max temperature, ``>= 0``; 0.1 is the paper's gamma=10, 0 is the hard max.
+        ranking_temperature: ``eta`` of the paper variant's ranking loss, ``> 0``.
+        eps: Lower bound on the norms in the cosine similarities.
+        validate_args: Also check values (lengths, finiteness); forces device syncs.
+
+    Shape:
+        - features_a, features_b: (P, M, D) and (P, N, D) action proposals of the two videos of each pair.
+        - background_a, background_b: (P, M', D) and (P, N', D) background proposals.
+        - is_positive: (P,), bool (or 0/1).
+        - lengths_a, lengths_b, background_lengths_a, background_lengths_b: (P,) int64 true lengths inside
+          padded sequences, optional.
+        - Output: () scalar.
+
+    Returns:
+        ``forward``: the FSD loss; ``forward_terms`` / ``forward_videos``: :class:`FSDTerms`.
+
+    Raises:
+        TypeError: If an input has the wrong type or dtype, or an option has the wrong type.
+        ValueError: If shapes, feature size or devices disagree, or an option is out of range.
+
+    Example:
+        >>> import torch
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> loss_fn = FSDLoss(8, projection_dim=4)
+        >>> actions = torch.randn(2, 3, 5, 8, generator=generator)       # (video a / b, P, M, D)
+        >>> backgrounds = torch.randn(2, 3, 5, 8, generator=generator)
+        >>> loss = loss_fn(actions[0], actions[1], backgrounds[0], backgrounds[1], torch.tensor([True, True, False]))
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
+
+    References:
+        Gao et al., Fine-grained Temporal Contrastive Learning for Weakly-supervised Temporal Action
+        Localization, CVPR 2022, Eq. 2-5.
+    """
+
+    def __init__(self, feature_dim: int, *, variant: Variant = "paper", projection_dim: int = 1024,
+                 insert_activation: Literal["penalty", "identity"] | None = None, separate_delete: bool = False,
+                 gamma: float = 0.1, ranking_temperature: float = 0.2, eps: float = 1e-8,
+                 validate_args: bool = False) -> None:
+        super().__init__()
+        check_number(feature_dim, "feature_dim", minimum=1, integer=True)
+        check_choice(variant, "variant", _VARIANTS)
+        check_number(projection_dim, "projection_dim", minimum=2 if variant == "official" else 1, integer=True)
+        if insert_activation is not None:
+            check_choice(insert_activation, "insert_activation", ("penalty", "identity"))
+        check_flag(separate_delete, "separate_delete")
+        if separate_delete and variant == "official":
+            raise ValueError("`separate_delete` must be False with variant='official' (the release shares f_g).")
+        check_number(gamma, "gamma", minimum=0.0)
+        check_number(ranking_temperature, "ranking_temperature", minimum=0.0, strict_minimum=True)
+        check_number(eps, "eps", minimum=0.0, strict_minimum=True)
+        check_flag(validate_args, "validate_args")
+        self.feature_dim = feature_dim
+        self.variant = variant
+        self.projection_dim = projection_dim
+        self.insert_activation = insert_activation or ("penalty" if variant == "paper" else "identity")
+        self.gamma = gamma
+        self.ranking_temperature = ranking_temperature
+        self.eps = eps
+        self.validate_args = validate_args
+        if variant == "official":
+            self.projection = nn.Linear(feature_dim, projection_dim)
+        else:
+            self.match_projection = nn.Linear(feature_dim, projection_dim)
+            self.insert_projection = nn.Linear(feature_dim, projection_dim)
+            self.delete_projection = nn.Linear(feature_dim, projection_dim) if separate_delete else None
+
+    def extra_repr(self) -> str:
+        return (f"feature_dim={self.feature_dim}, variant={self.variant!r}, projection_dim={self.projection_dim}, "
+                f"insert_activation={self.insert_activation!r}, gamma={self.gamma}")
+
+    def _project(self, features: Tensor) -> _Projected:
+        if self.variant == "official":
+            projected = _kernel_dtype(self.projection(features))
+            half = self.projection_dim // 2
+            return _Projected(projected[..., :half], projected[..., half:], None)
+        delete = None if self.delete_projection is None else _kernel_dtype(self.delete_projection(features))
+        return _Projected(_kernel_dtype(self.match_projection(features)),
+                          _kernel_dtype(self.insert_projection(features)), delete)
+
+    def _gap(self, cosine: Tensor) -> Tensor:
+        return cosine - 1 if self.insert_activation == "penalty" else cosine
+
+    def _similarity(self, first: _Projected, second: _Projected, lengths_a: Tensor | None,
+                    lengths_b: Tensor | None) -> Tensor:
+        match = cosine_similarity_matrix(first.match, second.match, eps=self.eps)
+        insert = self._gap(cosine_similarity_matrix(first.insert, second.insert, eps=self.eps))
+        delete = None
+        if first.delete is not None and second.delete is not None:
+            delete = self._gap(cosine_similarity_matrix(first.delete, second.delete, eps=self.eps))
+        return fsd_similarity(match, insert, delete, gamma=self.gamma, lengths_a=lengths_a,
+                              lengths_b=lengths_b, validate_args=self.validate_args)
+
+    def forward_terms(self, features_a: Tensor, features_b: Tensor, background_a: Tensor, background_b: Tensor,
+                      is_positive: Tensor, *, lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+                      background_lengths_a: Tensor | None = None,
+                      background_lengths_b: Tensor | None = None) -> FSDTerms:
+        """The loss and the three per-pair similarities; arguments as :class:`FSDLoss`."""
+        check_pair_sequences([("features_a", features_a), ("features_b", features_b),
+                              ("background_a", background_a), ("background_b", background_b)], self.feature_dim)
+        check_is_positive(is_positive, features_a.shape[0], features_a)
+        return self._score(self._project(features_a), self._project(features_b), self._project(background_a),
+                           self._project(background_b), is_positive != 0, lengths_a, lengths_b,
+                           background_lengths_a, background_lengths_b)
+
+    def forward_videos(self, actions: Tensor, backgrounds: Tensor, index_a: Tensor, index_b: Tensor,
+                       is_positive: Tensor, *, action_lengths: Tensor | None = None,
+                       background_lengths: Tensor | None = None) -> FSDTerms:
+        """:meth:`forward_terms` for pairs of videos of one batch, projecting each video once.
+
+        Pair p contrasts video ``index_a[p]`` with video ``index_b[p]``; the result equals
+        ``forward_terms(actions[index_a], actions[index_b], backgrounds[index_a], backgrounds[index_b], ...)``
+        but runs the projections on B videos instead of 4 P sequences (what :class:`~ftcl_plugin.FTCL` uses).
+
+        Args:
+            actions: Action proposals of every video, (B, M, D).
+            backgrounds: Background proposals of every video, (B, M', D).
+            index_a: (P,) int64 indices of the first videos.
+            index_b: (P,) int64 indices of the second videos.
+            is_positive: (P,) pair labels.
+            action_lengths: (B,) true lengths of ``actions``, optional.
+            background_lengths: (B,) true lengths of ``backgrounds``, optional.
+
+        Returns:
+            :class:`FSDTerms` over the P pairs.
+        """
+        check_pair_sequences([("actions", actions), ("backgrounds", backgrounds)], self.feature_dim)
+        _check_pair_indices(index_a, index_b, is_positive, actions)
+        action, rest = self._project(actions), self._project(backgrounds)
+        return self._score(_take(action, index_a), _take(action, index_b), _take(rest, index_a),
+                           _take(rest, index_b), is_positive != 0, _take_lengths(action_lengths, index_a),
+                           _take_lengths(action_lengths, index_b), _take_lengths(background_lengths, index_a),
+                           _take_lengths(background_lengths, index_b))
+
+    def _score(self, action_a: _Projected, action_b: _Projected, rest_a: _Projected, rest_b: _Projected,
+               positive: Tensor, lengths_a: Tensor | None, lengths_b: Tensor | None,
+               background_lengths_a: Tensor | None, background_lengths_b: Tensor | None) -> FSDTerms:
+        if action_a.match.shape[0] == 0:
+            # No pairs: a zero that still reaches every projection and input (sums of empty tensors are 0).
+            zero = sum(part.sum() for group in (action_a, action_b, rest_a, rest_b)
+                       for part in group if part is not None)
+            empty = action_a.match.new_zeros(0)
+            return FSDTerms(zero, empty, empty, empty)
+        action_action = self._similarity(action_a, action_b, lengths_a, lengths_b)
+        action_background = self._similarity(action_a, rest_b, lengths_a, background_lengths_b)
+        background_action = self._similarity(rest_a, action_b, background_lengths_a, lengths_b)
+        if self.variant == "official":
+            chosen = torch.where(positive, action_action, action_background)
+            loss = _release_mean_difference(chosen, positive)
+        else:
+            scale = self.ranking_temperature
+            per_pair = (F.softplus((action_background - action_action) / scale)
+                        + F.softplus((background_action - action_action) / scale))
+            count = positive.sum().clamp(min=1).to(per_pair.dtype)
+            loss = torch.where(positive, per_pair, torch.zeros_like(per_pair)).sum() / count
+        return FSDTerms(loss, action_action, action_background, background_action)
+
+    def forward(self, features_a: Tensor, features_b: Tensor, background_a: Tensor, background_b: Tensor,
+                is_positive: Tensor, *, lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
+                background_lengths_a: Tensor | None = None, background_lengths_b: Tensor | None = None) -> Tensor:
+        """The scalar FSD loss; see the class docstring."""
+        return self.forward_terms(features_a, features_b, background_a, background_b, is_positive,
+                                  lengths_a=lengths_a, lengths_b=lengths_b,
+                                  background_lengths_a=background_lengths_a,
+                                  background_lengths_b=background_lengths_b).loss
+
+
+class LCSLoss(nn.Module):
+    r"""Longest common subsequence (LCS) contrasting, Sec. 3.3 of the paper.
+
+    The snippet similarities ``c_ij = cos(x_i, z_j)`` of the two videos of each pair feed the LCS recursion
+    (Eq. 6, threshold ``tau``; a matched cell always takes the diagonal), giving a soft length ``r``.
+
+    ``variant="paper"``: Eq. 7 read as a proper binary cross-entropy on the normalised length
+    ``r_hat = clamp(r / min(M, N), eps, 1 - eps)``:
+    :math:`-[\delta \log \hat r + (1 - \delta) \log(1 - \hat r)]`, averaged over all pairs (Eq. 7 as printed
+    lacks the minus sign and the normalisation, and is NaN for ``r > 1``). Matching is ``c >= tau``.
+
+    ``variant="official"`` reproduces the authors' release: strict ``c > tau`` on the raw cosine (``tau``
+    rounded to the similarity's dtype, as the release's float32 comparison does), and the linear
+    ``mean(r_neg) - mean(r_pos)`` (each mean divides by ``count + 1e-10``).
+
+    The LCS has no parameters: it shapes the features that feed it. With the hard threshold (``gamma=0``) only
+    matched cells get gradient; pairs without any match get none.
+
+    Args:
+        variant: ``"paper"`` or ``"official"``.
+        threshold: Match threshold ``tau`` (0.92, Sec. 4.1).
+        strict: Match on ``c > tau``; ``None`` means the variant's default (paper ``False``, official ``True``).
+        gamma: Smoothing temperature of the non-matching max, ``>= 0``; 0 (hard, as paper and release) by
+            default.
+        eps: Lower bound on the norms in the cosine similarities.
+        probability_eps: Clamp of ``r_hat`` into ``[probability_eps, 1 - probability_eps]`` (paper variant).
+        validate_args: Also check values (lengths); forces device syncs.
+
+    Shape:
+        - features_a, features_b: (P, M, D) and (P, N, D) top-J snippets of the two videos, in temporal order.
+        - is_positive: (P,), bool (or 0/1).
+        - lengths_a, lengths_b: (P,) int64, optional true lengths.
+        - Output: () scalar.
+
+    Returns:
+        ``forward``: the LCS loss; ``forward_terms`` / ``forward_videos``: :class:`LCSTerms`.
+
+    Raises:
+        TypeError: If an input has the wrong type or dtype, or an option has the wrong type.
+        ValueError: If shapes or devices disagree, or an option is out of range.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        >>> terms = LCSLoss().forward_terms(x, x, torch.tensor([True]))   # identical videos
+        >>> terms.length, terms.normalized_length, bool(terms.loss < 1e-5)
+        (tensor([2.]), tensor([1.]), True)
+    """
+
+    def __init__(self, *, variant: Variant = "paper", threshold: float = 0.92, strict: bool | None = None,
+                 gamma: float = 0.0, eps: float = 1e-8, probability_eps: float = 1e-6,
+                 validate_args: bool = False) -> None:
+        super().__init__()
+        check_choice(variant, "variant", _VARIANTS)
+        check_number(threshold, "threshold")
+        if strict is not None:
+            check_flag(strict, "strict")
+        check_number(gamma, "gamma", minimum=0.0)
+        check_number(eps, "eps", minimum=0.0, strict_minimum=True)
+        check_number(probability_eps, "probability_eps", minimum=0.0, maximum=0.5, strict_minimum=True)
+        check_flag(validate_args, "validate_args")
+        self.variant = variant
+        self.threshold = threshold
+        self.strict = (variant == "official") if strict is None else strict
+        self.gamma = gamma
+        self.eps = eps
+        self.probability_eps = probability_eps
+        self.validate_args = validate_args
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, threshold={self.threshold}, strict={self.strict}, gamma={self.gamma}"
+
+    def forward_terms(self, features_a: Tensor, features_b: Tensor, is_positive: Tensor, *,
+                      lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> LCSTerms:
+        """The loss and the per-pair lengths; arguments as :class:`LCSLoss`."""
+        check_pair_sequences([("features_a", features_a), ("features_b", features_b)], None)
+        check_is_positive(is_positive, features_a.shape[0], features_a)
+        positive = is_positive != 0
+        first, second = _kernel_dtype(features_a), _kernel_dtype(features_b)
+        if features_a.shape[0] == 0:
+            empty = first.new_zeros(0)
+            return LCSTerms(first.sum() + second.sum(), empty, empty)
+        similarity = cosine_similarity_matrix(first, second, eps=self.eps)
+        threshold = self.threshold
+        if self.variant == "official":
+            # The release compares a float32 cosine with the Python float 0.92, i.e. with float32(0.92).
+            threshold = float(torch.tensor(threshold, dtype=similarity.dtype))
+        length = lcs_length(similarity, threshold=threshold, gamma=self.gamma, strict=self.strict,
+                            lengths_a=lengths_a, lengths_b=lengths_b, validate_args=self.validate_args)
+        size_a = features_a.shape[1] if lengths_a is None else lengths_a
+        size_b = features_b.shape[1] if lengths_b is None else lengths_b
+        shorter = torch.minimum(torch.as_tensor(size_a, device=length.device),
+                                torch.as_tensor(size_b, device=length.device)).to(length.dtype)
+        normalized = length / shorter
+        if self.variant == "official":
+            loss = _release_mean_difference(length, positive)
+        else:
+            probability = normalized.clamp(self.probability_eps, 1 - self.probability_eps)
+            # Written out rather than F.binary_cross_entropy, which refuses to run under autocast.
+            loss = -torch.where(positive, probability.log(), torch.log1p(-probability)).mean()
+        return LCSTerms(loss, length, normalized)
+
+    def forward_videos(self, snippets: Tensor, index_a: Tensor, index_b: Tensor, is_positive: Tensor, *,
+                       lengths: Tensor | None = None) -> LCSTerms:
+        """:meth:`forward_terms` for pairs of videos of one batch (what :class:`~ftcl_plugin.FTCL` uses).
+
+        Args:
+            snippets: Selected snippets of every video, (B, J, D).
+            index_a: (P,) int64 indices of the first videos.
+            index_b: (P,) int64 indices of the second videos.
+            is_positive: (P,) pair labels.
+            lengths: (B,) true lengths of ``snippets``, optional.
+
+        Returns:
+            :class:`LCSTerms` over the P pairs.
+        """
+        check_pair_sequences([("snippets", snippets)], None)
+        _check_pair_indices(index_a, index_b, is_positive, snippets)
+        return self.forward_terms(snippets[index_a], snippets[index_b], is_positive,
+                                  lengths_a=_take_lengths(lengths, index_a), lengths_b=_take_lengths(lengths, index_b))
+
+    def forward(self, features_a: Tensor, features_b: Tensor, is_positive: Tensor, *,
+                lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> Tensor:
+        """The scalar LCS loss; see the class docstring."""
+        return self.forward_terms(features_a, features_b, is_positive, lengths_a=lengths_a,
+                                  lengths_b=lengths_b).loss

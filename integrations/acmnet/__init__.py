@@ -1,0 +1,1 @@
+"""ACM-Net (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""

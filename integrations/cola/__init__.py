@@ -1,0 +1,1 @@
+"""CoLA (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""

@@ -1,0 +1,1 @@
+"""STPN (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""

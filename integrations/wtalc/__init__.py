@@ -1,0 +1,1 @@
+"""W-TALC (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""

@@ -1,0 +1,467 @@
+"""Tests of the upstream patch machinery against small stand-in checkouts written here.
+
+CI has no upstream code. The stand-ins below are written for these tests: they expose the interface the pinned
+commits expose (module and class names, signatures, forward outputs and shapes as ``BASELINES.md`` describes them),
+with trivial bodies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from patches import _common, acmnet, cola, get, stpn, wtalc
+from patches._common import UpstreamError, UpstreamSession, check_checkout
+
+FTCL = pytest.importorskip("ftcl_plugin").FTCL
+
+# --------------------------------------------------------------------------------------------------------------
+# An ACM-Net-shaped stand-in checkout (same file names, module names, classes and signatures as ispc-lab/ACM-Net
+# @4d38dc6; bodies are minimal).
+
+ACMNET_FILES = {
+    "config/__init__.py": "",
+    "config/model_config.py": """
+        import argparse
+        import numpy as np
+
+        def build_args(dataset=None):
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--batch_size", default=16, type=int)
+            parser.add_argument("--epochs", default=1000, type=int)
+            parser.add_argument("--num_workers", default=6, type=int)
+            parser.add_argument("--without_wandb", action="store_true")
+            args = parser.parse_args()
+            args.dataset = dataset or "THUMOS"
+            args.lr, args.weight_decay = 1e-4, 5e-5
+            args.loss_lamb_1, args.loss_lamb_2, args.loss_lamb_3 = 2e-3, 5e-5, 2e-4
+            args.feature_dim, args.action_cls_num, args.class_name_lst = 2048, 20, []
+            args.tiou_thresholds = np.arange(0.1, 1.0, 0.1)
+            args.sample_segments_num = 750
+            return args
+    """,
+    "model/__init__.py": "",
+    "model/ACMNet.py": """
+        import torch
+        from torch import nn
+
+        class ACMNet(nn.Module):
+            def __init__(self, args):
+                super().__init__()
+                d, c = args.feature_dim, args.action_cls_num
+                self.feature_embedding = nn.Sequential(nn.Conv1d(d, d, 3, padding=1), nn.ReLU())
+                self.att_branch = nn.Conv1d(d, 3, 1)
+                self.snippet_cls = nn.Linear(d, c + 1)
+
+            def forward(self, input_features):
+                emb = self.feature_embedding(input_features.permute(0, 2, 1))
+                att = torch.softmax(self.att_branch(emb).permute(0, 2, 1), dim=2)
+                emb = emb.permute(0, 2, 1)
+                cas = self.snippet_cls(emb)
+                inst = cas * att[:, :, :1]
+                k = max(inst.shape[1] // 8, 1)
+                cls = torch.softmax(inst.topk(k, dim=1).values.mean(1), dim=1)
+                feat = emb.mean(1)
+                p = torch.softmax(inst, dim=2)
+                return cls, cls, cls, feat, feat, feat, att, p, torch.softmax(cas, 2), p, p
+    """,
+    "utils/__init__.py": "",
+    "utils/net_utils.py": """
+        import random
+        import numpy as np
+        import torch
+        from torch import nn
+
+        def set_random_seed(seed=0):
+            random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+
+        class ACMLoss(nn.Module):
+            def __init__(self, lamb1=2e-3, lamb2=5e-5, lamb3=2e-4, dataset="THUMOS14"):
+                super().__init__()
+
+            def forward(self, act_inst_cls, act_cont_cls, act_back_cls, vid_label, temp_att=None,
+                        act_inst_feat=None, act_cont_feat=None, act_back_feat=None, temp_cas=None):
+                label = torch.hstack((vid_label, torch.zeros_like(vid_label[:, :1])))
+                label = label / label.sum(1, keepdim=True)
+                loss = -(torch.log(act_inst_cls) * label).sum(1).mean()
+                return loss, {"act_inst_loss": loss.item()}
+    """,
+    "utils/net_evaluation.py": "import numpy as np\nnp.int(3)  # the removed alias, as the upstream uses it\n",
+    "dataset/__init__.py": "",
+    "dataset/dataset_class.py": """
+        import json, os
+        import numpy as np
+        import torch
+        from torch.utils.data import Dataset
+
+        class ACMDataset(Dataset):
+            def __init__(self, args, phase="train", sample="random"):
+                self.phase, self.root = phase, args.data_dir
+                with open(os.path.join(self.root, "gt.json")) as f:
+                    self.gt = json.load(f)["database"]
+                with open(os.path.join(self.root, f"split_{phase}.txt")) as f:
+                    self.videos = [line.strip() for line in f if line.strip()]
+                self.index = {name: i for i, name in enumerate(args.class_name_lst)}
+                self.num_classes = args.action_cls_num
+
+            def __len__(self):
+                return len(self.videos)
+
+            def __getitem__(self, i):
+                name = self.videos[i]
+                x = np.load(os.path.join(self.root, self.phase, name + ".npy"))[:24].astype(np.float32)
+                x = np.concatenate([x, np.repeat(x[-1:], 24 - len(x), 0)]) if len(x) < 24 else x
+                y = np.zeros(self.num_classes, dtype=np.float32)
+                for ann in self.gt[name]["annotations"]:
+                    y[self.index[ann["label"]]] = 1
+                if self.phase == "train":
+                    return torch.from_numpy(x), torch.from_numpy(y)
+                return name, torch.from_numpy(x), torch.from_numpy(y), len(x), self.gt[name]["duration"]
+
+        def build_dataset(args, phase="train", sample="random"):
+            return ACMDataset(args, phase, sample)
+    """,
+    "main_thu.py": """
+        import numpy as np
+        import torch
+        import wandb
+        from tqdm import tqdm
+        from config.model_config import build_args
+        from dataset.dataset_class import build_dataset
+        from model.ACMNet import ACMNet
+        from utils.net_utils import set_random_seed, ACMLoss
+        import utils.net_evaluation
+
+        def train(args, model, dataloader, criterion, optimizer):
+            model.train()
+            losses = []
+            for x, y in tqdm(dataloader):
+                out = model(x.to(args.device))
+                loss, parts = criterion(out[0], out[1], out[2], y.to(args.device), out[6], out[3], out[4], out[5],
+                                        out[7])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            return {"train_loss": float(np.mean(losses))}
+
+        def test(args, model, dataloader, criterion, phase="test"):
+            model.eval()
+            for name, x, y, length, duration in dataloader:
+                model(x.to(args.device))
+            return {"test_mAP": 0.25, "test_acc": 0.5}, {}
+    """,
+}
+
+
+def write_checkout(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return root
+
+
+def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
+    """``base`` with the stand-in files' own fingerprints (so the checkout counts as supported)."""
+    files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in base.files}
+    return dataclasses.replace(base, files=files)
+
+
+@pytest.fixture
+def acm_checkout(tmp_path: Path) -> Path:
+    return write_checkout(tmp_path / "ACM-Net", ACMNET_FILES)
+
+
+def _labels() -> torch.Tensor:
+    # Two identical-label pairs and a disjoint pair: FTCL has positives and negatives.
+    return torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]])
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_import_changes_nothing() -> None:
+    for name in ("acmnet", "cola", "wtalc", "stpn"):
+        assert get(name).SPEC.name == name
+    assert "int" not in vars(np)
+    assert "cuda" not in vars(torch.Tensor)
+    assert not any(name.startswith("main_thu") for name in sys.modules)
+    with pytest.raises(ValueError, match="`name` must be one of acmnet, cola, wtalc, stpn, but got 'bsn'"):
+        get("bsn")
+
+
+def test_session_imports_checkout_and_cleans_up(acm_checkout: Path) -> None:
+    sentinel = types.ModuleType("utils")
+    sys.modules["utils"] = sentinel
+    path_before = list(sys.path)
+    load_before, cuda_before = np.load, nn.Module.cuda
+    try:
+        with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC), device="cpu") as up:
+            assert up.identified_by == "content fingerprint of 6 files"
+            pieces = acmnet.load(up)
+            assert sys.path[0] == str(acm_checkout.resolve())
+            assert sys.modules["utils"] is not sentinel
+            assert np.int is int  # the removed alias is back inside the session
+            assert torch.zeros(2).cuda().device.type == "cpu"
+            assert next(nn.Linear(2, 2).cuda().parameters()).device.type == "cpu"
+            torch.set_default_tensor_type("torch.cuda.FloatTensor")  # W-TALC does this at import
+            assert torch.zeros(1).device.type == "cpu"
+            if "wandb" in up.stand_ins:
+                sys.modules["wandb"].init(project="x").log({"a": 1})
+            assert pieces.ACMNet.__module__ == "model.ACMNet"
+            with pytest.raises(UpstreamError, match="already active; the four upstreams share module names"):
+                UpstreamSession(acm_checkout, up.spec).__enter__()
+        assert sys.modules["utils"] is sentinel
+        leftovers = [n for n, m in sys.modules.items()
+                     if str(getattr(m, "__file__", "") or "").startswith(str(acm_checkout.resolve()))]
+        assert leftovers == []
+        assert not {"main_thu", "model", "config", "dataset", "model.ACMNet"} & set(sys.modules)
+        assert "wandb" not in sys.modules or "wandb" not in up.stand_ins
+        assert sys.path == path_before
+        assert "int" not in vars(np) and np.load is load_before and nn.Module.cuda is cuda_before
+        assert "cuda" not in vars(torch.Tensor)
+    finally:
+        sys.modules.pop("utils", None)
+
+
+def test_acmnet_attach_hooks_optimizer_and_loss(acm_checkout: Path) -> None:
+    with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC)) as up:
+        pieces = acmnet.load(up)
+        torch.manual_seed(0)
+        args = acmnet.build_args(up, pieces, feature_dim=8, action_cls_num=3)
+        model = pieces.ACMNet(args)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=5e-5)
+        criterion = pieces.ACMLoss()
+        ftcl = FTCL(feature_dim=8)
+        x, y = torch.randn(4, 20, 8), _labels()
+
+        def step_loss() -> torch.Tensor:
+            out = model(x)
+            loss, parts = criterion(out[0], out[1], out[2], y, out[6], out[3], out[4], out[5], out[7])
+            return loss
+
+        plain = step_loss()
+        attachment = acmnet.attach(model, optimizer, criterion, ftcl)
+        assert len(optimizer.param_groups) == 2
+        group = optimizer.param_groups[1]
+        assert group["lr"] == 3e-4 and group["weight_decay"] == 5e-5
+        assert {id(p) for p in group["params"]} == {id(p) for p in ftcl.parameters()}
+        with_ftcl = step_loss()
+        assert attachment.calls == {"embedding": 1, "attention": 1}
+        assert with_ftcl.item() == pytest.approx(plain.item() + attachment.history[-1], rel=1e-5)
+        assert attachment.history[-1] != 0.0
+        with_ftcl.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ftcl.parameters())
+        model.eval()
+        with torch.no_grad():
+            step_loss()
+        assert len(attachment.history) == 1  # no FTCL term at evaluation time
+        attachment.remove()
+        assert "forward" not in vars(criterion)
+        model.train()
+        step_loss()
+        assert attachment.calls == {"embedding": 1, "attention": 1}
+
+
+def test_cola_attach() -> None:
+    class Actionness(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f_embed = nn.Sequential(nn.Conv1d(6, 10, 3, padding=1), nn.ReLU())
+            self.f_cls = nn.Sequential(nn.Conv1d(10, 3, 1, bias=False), nn.ReLU())
+
+    class CoLA(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.actionness_module = Actionness()
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            emb = self.actionness_module.f_embed(x.permute(0, 2, 1))
+            cas = self.actionness_module.f_cls(emb).permute(0, 2, 1)
+            return torch.softmax(cas.mean(1), 1), {}, cas.sum(2), cas
+
+    class TotalLoss(nn.Module):
+        def forward(self, video_scores, label, contrast_pairs):  # noqa: ANN001, ANN202
+            loss = nn.functional.binary_cross_entropy(video_scores, label / label.sum(1, keepdim=True))
+            return loss, {"Loss/Action": loss}
+
+    torch.manual_seed(0)
+    net, criterion = CoLA(), TotalLoss()
+    assert cola.embedding_dim(net) == 10
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-4)
+    attachment = cola.attach(net, optimizer, criterion, FTCL(feature_dim=10))
+    x, y = torch.rand(4, 16, 6), _labels()
+    scores, pairs, actionness, _ = net(x)
+    assert torch.allclose(attachment.captured["attention"], actionness)
+    loss, parts = criterion(scores, y, pairs)
+    assert "Loss/FTCL" in parts and parts["Loss/Total"].item() == pytest.approx(loss.item())
+    assert len(optimizer.param_groups) == 2
+
+
+def test_wtalc_attach_rides_on_casl() -> None:
+    class Model(nn.Module):
+        def __init__(self, n_feature: int, n_class: int) -> None:
+            super().__init__()
+            self.fc = nn.Linear(n_feature, n_feature)
+            self.classifier = nn.Linear(n_feature, n_class)
+            self.dropout = nn.Dropout(0.7)
+
+        def forward(self, inputs: torch.Tensor, is_training: bool = True) -> tuple:
+            x = torch.relu(self.fc(inputs))
+            x = self.dropout(x) if is_training else x
+            return x, self.classifier(x)
+
+    def casl(x, element_logits, seq_len, n_similar, labels, device):  # noqa: ANN001, ANN202
+        return element_logits.sum() * 0.0 + 1.0
+
+    train_module = types.ModuleType("train")
+    train_module.CASL = casl
+    torch.manual_seed(0)
+    model = Model(8, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    attachment = wtalc.attach(model, optimizer, train_module, FTCL(feature_dim=8), casl_weight=0.5)
+    features, labels = torch.randn(4, 12, 8), _labels()
+    seq_len = np.array([12, 10, 12, 9])
+    hidden, logits = model(features)
+    expected_attention = wtalc.label_guided_attention(logits, labels)
+    value = train_module.CASL(hidden, logits, seq_len, 2, labels, torch.device("cpu"))
+    assert value.item() == pytest.approx(1.0 + attachment.history[-1] / 0.5, rel=1e-5)
+    assert attachment.history[-1] != 0.0
+    assert torch.equal(expected_attention[1], logits[1, :, 0])  # video 1 is labelled with class 0 only
+    attachment.remove()
+    assert train_module.CASL is casl
+    with pytest.raises(UpstreamError, match="whose weight 1 - Lambda is 0.0; use --Lambda below 1"):
+        wtalc.attach(model, None, train_module, None, casl_weight=0.0)
+
+
+def test_stpn_attach_and_layout(tmp_path: Path) -> None:
+    class TemporalProposal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.relu, self.fc2 = nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1)
+            self.sigmoid, self.fc3 = nn.Sigmoid(), nn.Linear(6, 3)
+
+        def forward(self, inp: torch.Tensor) -> tuple:
+            attention = self.sigmoid(self.fc2(self.relu(self.fc1(inp))))
+            return self.sigmoid(self.fc3((attention * inp).sum(1))), attention
+
+    torch.manual_seed(0)
+    model, criterion = TemporalProposal(), nn.BCELoss()
+    attachment = stpn.attach(model, torch.optim.Adam(model.parameters()), criterion, FTCL(feature_dim=5))
+    attachment.lengths = torch.tensor([10, 8, 10, 7])
+    outputs, attention = model(torch.randn(4, 10, 6))
+    assert torch.allclose(attachment.captured["attention"], attention.squeeze(-1))
+    plain = nn.functional.binary_cross_entropy(outputs, _labels())
+    assert criterion(outputs, _labels()).item() == pytest.approx(plain.item() + attachment.history[-1], rel=1e-5)
+    # The reproduction's loader cuts exactly this many 49-frame windows at its strides.
+    for windows in (1, 30, 623, 624, 625, 1300):
+        frames = stpn.frames_for(windows)
+        stride = 24 if frames <= 15000 else 48 if frames <= 30000 else 96
+        assert sum(1 for item in range(0, frames + 1, stride) if item + 49 <= frames) == windows
+    gt = {"database": {"v1": {"subset": "validation", "duration": 3.0,
+                              "annotations": [{"segment": [0.5, 1.0], "label": "b"}]}}}
+    root = stpn.write_layout(tmp_path / "stpn", gt, ["a", "b"], {"train": [("v1", np.ones((4, 6), np.float32))]})
+    assert (root / "thumos14_val.json").read_text() == '{"v1": {"actions": [[2, 0.5, 1.0]], "frame": 121}}'
+    row = np.load(root / "features" / "v1" / "flow" / "4.npy")
+    assert row.shape == (1024,) and row[:3].tolist() == [1.0, 1.0, 1.0] and not row[3:].any()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Refusals
+
+
+def test_missing_file_is_refused(acm_checkout: Path) -> None:
+    (acm_checkout / "model" / "ACMNet.py").unlink()
+    with pytest.raises(UpstreamError, match=r"is not a checkout of ispc-lab/ACM-Net@4d38dc6: expected the file\(s\) "
+                                            r"model/ACMNet.py"):
+        check_checkout(acm_checkout, acmnet.SPEC)
+    with pytest.raises(UpstreamError, match="is not a directory"):
+        check_checkout(acm_checkout / "nowhere", acmnet.SPEC)
+
+
+def test_other_commit_is_refused(acm_checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_common.ALLOW_UNSUPPORTED_ENV, raising=False)
+    with pytest.raises(UpstreamError, match=r"has no \.git, and these files differ from ispc-lab/ACM-Net@4d38dc6: "
+                                            r"main_thu\.py, config/model_config\.py"):
+        check_checkout(acm_checkout, acmnet.SPEC)
+    git = acm_checkout / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "refs" / "heads" / "main").write_text("1" * 40 + "\n")
+    with pytest.raises(UpstreamError, match=r"is checked out at 111111111111, but the acmnet patch supports only "
+                                            r"ispc-lab/ACM-Net@4d38dc6 \(4d38dc66ad724fc4d3497b5d8eed5b1ef71f1e16\)"):
+        check_checkout(acm_checkout, acmnet.SPEC)
+    (git / "refs" / "heads" / "main").write_text(acmnet.SPEC.commit + "\n")
+    assert check_checkout(acm_checkout, acmnet.SPEC) == "git HEAD 4d38dc6"
+    (git / "refs" / "heads" / "main").write_text("2" * 40 + "\n")
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    assert check_checkout(acm_checkout, acmnet.SPEC).startswith("unsupported (")
+
+
+def test_changed_signature_is_refused(acm_checkout: Path) -> None:
+    path = acm_checkout / "model" / "ACMNet.py"
+    path.write_text(path.read_text().replace("def forward(self, input_features)", "def forward(self, x, mask=None)")
+                    .replace("input_features.permute", "x.permute"))
+    with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC)) as up:
+        with pytest.raises(UpstreamError, match=r"model/ACMNet.py: ACMNet.forward has parameters \(x, mask\), but the "
+                                                r"acmnet patch expects \(input_features\) as at ispc-lab/ACM-Net@4d38dc6"):
+            acmnet.load(up)
+    with pytest.raises(UpstreamError, match="CoLA has no attribute 'actionness_module', which it has at "
+                                            "zhang-can/CoLA@d21f1b5"):
+        cola.attach(nn.Linear(2, 2), None, nn.MSELoss(), None)
+
+
+def test_failed_upstream_import_names_the_module(acm_checkout: Path) -> None:
+    (acm_checkout / "main_thu.py").write_text("import a_module_that_does_not_exist\n")
+    with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC)) as up:
+        with pytest.raises(UpstreamError, match="importing 'main_thu' from .* failed: ModuleNotFoundError"):
+            acmnet.load(up)
+    assert "main_thu" not in sys.modules
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The --upstream route end to end, on the stand-in checkout (the commit check is relaxed by the documented switch).
+
+
+def test_run_upstream_writes_the_clean_room_outputs(acm_checkout: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ftcl_plugin.localization")
+    from ftcl_plugin.data.synthetic import generate
+    from integrations.common.runner import main
+
+    data = generate(tmp_path / "data", num_classes=3, num_train=8, num_test=6, feature_dim=16, max_length=40)
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    out = tmp_path / "run"
+    status = main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--epochs", "1", "--out", str(out),
+                             "--seed", "3", "--no-plot", "--set", "optim.batch_size=4"])
+    assert status == 0
+    for name in ("metrics.csv", "predictions.json", "table.md", "table.json", "upstream.json", "upstream.log"):
+        assert (out / name).is_file(), name
+    report = (out / "upstream.json").read_text()
+    assert '"average_mAP": 0.25' in report and '"ftcl_steps": 2' in report
+    assert "ftcl_loss" in (out / "metrics.csv").read_text().splitlines()[0]
+    assert "main_thu" not in sys.modules
+
+
+def test_run_upstream_refuses_a_wrong_checkout_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrations.common.runner import main
+
+    monkeypatch.delenv(_common.ALLOW_UNSUPPORTED_ENV, raising=False)
+    checkout = write_checkout(tmp_path / "ACM-Net", {k: v for k, v in ACMNET_FILES.items() if k != "main_thu.py"})
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main("acmnet", ["--upstream", str(checkout), "--data", str(data), "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "expected the file(s) main_thu.py" in capsys.readouterr().err

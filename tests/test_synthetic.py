@@ -1,0 +1,239 @@
+"""The synthetic benchmark: determinism, class structure, feature structure, statistics, builtin cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftcl_plugin.data import AcmNetFeatures, builtin, cache_root, generate, make_config
+from ftcl_plugin.data import cache as builtin_module
+from ftcl_plugin.data.check import ground_truth_statistics
+from ftcl_plugin.data.synthetic import (
+    GENERATOR_VERSION,
+    build_world,
+    draw_layouts,
+    read_metadata,
+    synthesize,
+)
+from ftcl_plugin.data.synthetic import _ground_truth as layouts_to_gt
+
+TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
+
+
+def layout_statistics(config) -> dict:
+    world = build_world(config)
+    layouts = draw_layouts(config, world)
+    gt = layouts_to_gt(layouts, world, "test")
+    return ground_truth_statistics(gt, [x.name for split in layouts.values() for x in split])
+
+
+def test_generation_is_deterministic_and_video_seed_keeps_the_world(tmp_path):
+    a = generate(tmp_path / "a", **TINY)
+    b = generate(tmp_path / "b", **TINY)
+    c = generate(tmp_path / "c", video_seed=1, **TINY)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.npy"))
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.npy"))
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert (a / "gt.json").read_text() == (b / "gt.json").read_text()
+    assert (a / "gt.json").read_text() != (c / "gt.json").read_text()
+    # class definitions come from the world seed alone
+    assert read_metadata(a)["classes"] == read_metadata(c)["classes"]
+    assert read_metadata(a)["generator_version"] == GENERATOR_VERSION
+    other_world = build_world(make_config(world_seed=1))
+    assert other_world.phases != build_world(make_config()).phases
+
+
+def test_shared_pool_classes_differ_by_order_or_one_phase():
+    phases = build_world(make_config()).phases
+    assert len(phases) == 20 and len({tuple(p) for p in phases}) == 20
+    assert all(3 <= len(p) <= 5 and len(set(p)) == len(p) for p in phases)
+    pairs = list(combinations(phases, 2))
+    reordered = [(a, b) for a, b in pairs if sorted(a) == sorted(b)]
+    swapped = [(a, b) for a, b in pairs if len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1]
+    assert len(reordered) >= 2 and len(swapped) >= 2
+
+
+def test_order_preset_has_order_only_classes_with_long_phases():
+    config = make_config(difficulty="order")
+    world = build_world(config)
+    groups = Counter(tuple(sorted(p)) for p in world.phases)
+    assert sorted(groups.values()) == [4] * 5  # 5 groups of 4 classes share one phase set each
+    layouts = draw_layouts(config, world)
+    for layout in layouts["train"]:
+        for start, end, _, proportions in layout.instances:
+            # every phase lasts at least 4 snippets: longer than a k=3 convolution's receptive field
+            assert ((end - start) * proportions).min() >= 4.0 - 1e-9
+
+
+def test_boundaries_are_fractional_and_inside_the_video():
+    config = make_config(num_train=20, num_test=0)
+    layouts = draw_layouts(config)["train"]
+    gt = layouts_to_gt({"train": layouts}, build_world(config), "test")
+    boundaries = np.array([x for e in gt["database"].values() for a in e["annotations"] for x in a["segment"]])
+    snippets = boundaries / 0.64
+    assert np.mean(np.abs(snippets - np.round(snippets)) > 0.02) > 0.8
+    for entry in gt["database"].values():
+        for a in entry["annotations"]:
+            assert 0 <= a["segment"][0] < a["segment"][1] <= entry["duration"]
+        starts = sorted(a["segment"] for a in entry["annotations"])
+        assert all(s1[1] <= s2[0] for s1, s2 in zip(starts, starts[1:]))  # instances never overlap
+
+
+def test_features_carry_structure():
+    config = make_config(num_train=8, num_test=0, feature_dim=64, difficulty="hard")
+    world = build_world(config)
+    layouts = draw_layouts(config, world)["train"]
+    action_sim, background_sim, context_sim = [], [], []
+    for i, layout in enumerate(layouts):
+        x = synthesize(layout, world, config, np.random.default_rng(i))
+        assert x.dtype == np.float32 and x.shape == (layout.length, 64)
+        # RGB and flow halves each have norm sqrt(D/2): no all-zero snippet, per-dim RMS about 1
+        assert np.allclose(np.linalg.norm(x[:, :32], axis=1), np.sqrt(32), rtol=1e-4)
+        assert np.allclose(np.linalg.norm(x[:, 32:], axis=1), np.sqrt(32), rtol=1e-4)
+        unit = x[:, 32:] / np.linalg.norm(x[:, 32:], axis=1, keepdims=True)
+        inside = np.zeros(layout.length, dtype=bool)
+        for start, end, cls, _ in layout.instances:
+            ids = np.arange(int(np.ceil(start)), int(np.floor(end)))
+            inside[int(np.floor(start)):int(np.ceil(end))] = True
+            phases = world.phase_vectors[world.phases[cls]][:, 32:]
+            phases = phases / np.linalg.norm(phases, axis=1, keepdims=True)
+            action_sim.extend((unit[ids] @ phases.T).max(axis=1))
+            background_sim.extend((unit[~inside] @ phases.T).max(axis=1))
+        for start, end, cls in layout.contexts:
+            ids = np.arange(int(np.ceil(start)), int(np.floor(end)))
+            ctx = world.context[cls, 32:] / np.linalg.norm(world.context[cls, 32:])
+            context_sim.extend(unit[ids] @ ctx)
+    # flow half of action snippets resembles the class's phases far more than background does
+    assert np.mean(action_sim) > np.mean(background_sim) + 0.2
+    assert context_sim and np.mean(context_sim) > 0.3
+
+
+# Targets measured from the real annotations (../shared/data/dataset_stats.json, quoted here so the test runs
+# without the shared folder; test_statistics_match_dataset_stats_json re-reads the file when present).
+THUMOS_TEST = {"instances_per_video": 15.77, "classes_per_video": 1.167, "instance_snippets_mean": 6.99,
+               "instance_snippets_median": 5.0, "video_snippets_median": 252.4, "coverage": 0.296}
+ANET_VAL = {"instances_per_video": 1.54, "instance_snippets_median": 40.8, "video_snippets_median": 183.8,
+            "coverage": 0.657}
+
+
+def test_thumos14_like_statistics_near_targets():
+    paper = layout_statistics(make_config("thumos14-like", "paper"))
+    assert paper["instances_per_video"]["mean"] == pytest.approx(THUMOS_TEST["instances_per_video"], rel=0.2)
+    assert paper["classes_per_video"]["mean"] == pytest.approx(THUMOS_TEST["classes_per_video"], abs=0.07)
+    assert paper["instance_duration_snippets"]["mean"] == pytest.approx(THUMOS_TEST["instance_snippets_mean"],
+                                                                        rel=0.15)
+    assert paper["instance_duration_snippets"]["median"] == pytest.approx(THUMOS_TEST["instance_snippets_median"],
+                                                                          rel=0.15)
+    assert paper["video_duration_snippets"]["median"] == pytest.approx(THUMOS_TEST["video_snippets_median"],
+                                                                       rel=0.15)
+    assert paper["action_coverage_fraction"]["mean"] == pytest.approx(THUMOS_TEST["coverage"], abs=0.04)
+    # small: same instance statistics and coverage; videos capped at 256 snippets hold fewer instances
+    small = layout_statistics(make_config("thumos14-like", "small"))
+    assert small["video_duration_snippets"]["max"] <= 257
+    assert small["instance_duration_snippets"]["median"] == pytest.approx(5.0, rel=0.15)
+    assert small["action_coverage_fraction"]["mean"] == pytest.approx(THUMOS_TEST["coverage"], abs=0.04)
+    assert small["classes_per_video"]["mean"] == pytest.approx(THUMOS_TEST["classes_per_video"], abs=0.07)
+    assert 5 <= small["instances_per_video"]["mean"] <= 12
+
+
+def test_activitynet_like_statistics_near_targets():
+    stats = layout_statistics(make_config("activitynet-like", "paper", num_train=0, num_test=1500))
+    assert stats["instances_per_video"]["mean"] == pytest.approx(ANET_VAL["instances_per_video"], rel=0.1)
+    assert stats["instances_per_video"]["median"] == 1
+    assert stats["video_duration_snippets"]["median"] == pytest.approx(ANET_VAL["video_snippets_median"], rel=0.1)
+    assert stats["instance_duration_snippets"]["median"] == pytest.approx(ANET_VAL["instance_snippets_median"],
+                                                                          rel=0.3)
+    assert stats["action_coverage_fraction"]["mean"] == pytest.approx(ANET_VAL["coverage"], abs=0.05)
+    assert stats["num_classes_present"] == 200
+
+
+def test_statistics_match_dataset_stats_json(shared_data):
+    real = json.loads((shared_data / "dataset_stats.json").read_text())["thumos14"]["test_split_210"]
+    assert real["instances_per_video"]["mean"] == pytest.approx(THUMOS_TEST["instances_per_video"], abs=0.01)
+    assert real["instance_duration_snippets"]["mean"] == pytest.approx(THUMOS_TEST["instance_snippets_mean"], abs=0.01)
+    assert real["action_coverage_fraction"]["mean"] == pytest.approx(THUMOS_TEST["coverage"], abs=0.001)
+
+
+def test_real_ground_truth_layout(shared_data, tmp_path):
+    # a 40-video excerpt of the real THUMOS14 gt.json with split files beside it (the full one takes ~5 s)
+    full = json.loads((shared_data / "thumos14" / "gt.json").read_text())
+    splits = {s: (shared_data / "thumos14" / f"split_{s}.txt").read_text().split()[:20] for s in ("train", "test")}
+    real = {v: full["database"][v] for videos in splits.values() for v in videos}
+    (tmp_path / "gt.json").write_text(json.dumps({"database": real}))
+    for split, videos in splits.items():
+        (tmp_path / f"split_{split}.txt").write_text("\n".join(videos))
+    root = generate(tmp_path / "real", gt_source=tmp_path / "gt.json", feature_dim=8)
+    train, test = AcmNetFeatures(root, "train", num_segments=None), AcmNetFeatures(root, "test", num_segments=None)
+    assert train.videos == splits["train"] and test.videos == splits["test"]
+    assert train.class_names == sorted({a["label"] for e in real.values() for a in e["annotations"]})
+    video = test.videos[0]
+    assert test.ground_truth["database"][video]["annotations"] == real[video]["annotations"]
+    assert int(test.num_snippets[0]) == int(real[video]["duration"] / 0.64)
+
+
+def test_builtin_caches_atomically(tmp_path, monkeypatch):
+    calls = []
+    real_generate = builtin_module.generate
+
+    def counting(out, **kwargs):
+        calls.append(kwargs)
+        return real_generate(out, **kwargs, num_train=4, num_test=2, feature_dim=8)
+
+    monkeypatch.setattr(builtin_module, "generate", counting)
+    root = builtin(cache_dir=tmp_path)
+    assert root.name == f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+    assert builtin(cache_dir=tmp_path) == root and len(calls) == 1
+    assert AcmNetFeatures(root, "test").subset == "test"
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary leftovers
+
+    def failing(out, **kwargs):
+        (Path(out) / "partial.npy").write_bytes(b"x")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(builtin_module, "generate", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        builtin(difficulty="hard", cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+
+
+def test_builtin_loses_a_race_gracefully(tmp_path, monkeypatch):
+    real_generate = builtin_module.generate
+
+    def racing(out, **kwargs):
+        real_generate(out, **kwargs, num_train=3, num_test=2, feature_dim=8)
+        # another process finishes first and renames its complete copy into place
+        winner = tmp_path / f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+        real_generate(winner, **kwargs, num_train=3, num_test=2, feature_dim=8)
+        (winner / "winner").write_text("")
+        return Path(out)
+
+    monkeypatch.setattr(builtin_module, "generate", racing)
+    root = builtin(cache_dir=tmp_path)
+    assert (root / "winner").exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_cache_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTCL_PLUGIN_CACHE", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    assert cache_root() == tmp_path / "a"
+    assert cache_root(tmp_path / "c") == tmp_path / "c"
+    monkeypatch.delenv("FTCL_PLUGIN_CACHE")
+    assert cache_root() == tmp_path / "b" / "ftcl-plugin"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == Path(os.path.expanduser("~")) / ".cache" / "ftcl-plugin"
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="`preset` must be one of"):
+        make_config("kinetics-like")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Unknown synthetic parameter"):
+        make_config(noise_level=1.0)
+    with pytest.raises(ValueError, match="`feature_dim` must be even"):
+        generate(tmp_path / "x", feature_dim=15, num_train=2, num_test=2)
