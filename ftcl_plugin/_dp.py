@@ -7,9 +7,9 @@ a whole diagonal for all P pairs at once (O(M + N) Python steps, O(P M N) work a
 Layout: the padded (M+1) x (N+1) table of every pair is stored *diagonal-major* as one (P, cells) tensor:
 diagonal d occupies the contiguous columns ``[offset_d, offset_d + size_d)`` (boundary cells included,
 ordered by increasing i). The cells of a diagonal and their up / left / diagonal neighbours are then
-contiguous column ranges: every step reads and writes plain blocks (no gathers, no cache-missing strided
-access, no per-step index tensors). Inputs are permuted into this layout once per call (one gather per
-pair) and gradients are permuted back once.
+contiguous column ranges: every step reads and writes plain blocks through ``narrow`` views (no gathers,
+no cache-missing strided access, no per-step index tensors). Inputs are permuted into this layout once per
+call (one ``index_copy_``) and gradients are permuted back once (one ``index_select``).
 
 Numerics: the table is accumulated in float64 whatever the input dtype (in float32 the softmax weights
 lose ~1e-4 relative at M = N = 750, where S reaches hundreds while gamma = 0.1). For gamma > 0 the table
@@ -24,6 +24,8 @@ gap gradients are E times the insert / delete weights. First-order gradients onl
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -55,6 +57,7 @@ class _Grid:
                                here, up, left, diag))
         self.offset = torch.tensor(offset[:-1], dtype=torch.int64, device=device)
         self.first = torch.tensor(first, dtype=torch.int64, device=device)
+        self.columns = self._interior()
 
     def position(self, rows: Tensor, cols: Tensor) -> Tensor:
         """Column of cell ``(rows, cols)`` (broadcasting integer tensors) in the diagonal-major layout."""
@@ -65,13 +68,13 @@ class _Grid:
         """Position of cell ``(rows, cols)`` within its own diagonal."""
         return rows - self.first[rows + cols]
 
-    def interior(self) -> Tensor:
+    def _interior(self) -> Tensor:
         """(M*N,) columns of the cells (1..M, 1..N), in row-major order of the unpadded inputs."""
         rows = torch.arange(1, self.m + 1, device=self.device).view(-1, 1)
         cols = torch.arange(1, self.n + 1, device=self.device).view(1, -1)
         return self.position(rows, cols).reshape(-1)
 
-    def skew(self, x: Tensor, columns: Tensor, widen: bool = False) -> Tensor:
+    def skew(self, x: Tensor, widen: bool = False) -> Tensor:
         """(P, M, N) -> (P, cells). Boundary columns are left unset: no step reads them.
 
         With ``widen`` the copy is float64, which spares every step a mixed-dtype operation (about half
@@ -81,12 +84,12 @@ class _Grid:
         if widen:
             x = x.to(_ACC)
         out = x.new_empty(p, self.cells)
-        out.index_copy_(1, columns, x.reshape(p, self.m * self.n))
+        out.index_copy_(1, self.columns, x.reshape(p, self.m * self.n))
         return out
 
-    def unskew(self, table: Tensor, columns: Tensor) -> Tensor:
+    def unskew(self, table: Tensor) -> Tensor:
         """(P, cells) -> contiguous (P, M, N) of the interior cells, in the table's dtype."""
-        return table.index_select(1, columns).view(table.shape[0], self.m, self.n)
+        return table.index_select(1, self.columns).view(table.shape[0], self.m, self.n)
 
     def corner(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> tuple[Tensor, Tensor]:
         """(P,) row and column indices of each pair's result cell ``(La, Lb)``."""
@@ -131,6 +134,12 @@ class _Grid:
         return found
 
 
+@functools.lru_cache(maxsize=32)
+def _grid(m: int, n: int, device: torch.device) -> _Grid:
+    """The (immutable) layout of one problem size, built once: training calls the kernels with few sizes."""
+    return _Grid(m, n, device)
+
+
 def _read_corner(table: Tensor, grid: _Grid, rows: Tensor, cols: Tensor, scale: float,
                  dtype: torch.dtype) -> Tensor:
     pairs = torch.arange(table.shape[0], device=table.device)
@@ -164,115 +173,124 @@ class _Adjoint:
 # --------------------------------------------------------------------------------------------------
 
 
-def _fsd_candidates(table: Tensor, g: Tensor, h: Tensor, inv: float, out: Tensor, count: int, start: int,
-                    up: int, left: int, diag: int) -> Tensor:
-    """The three scaled candidates (match, insert, delete) of one diagonal, as a contiguous (3, P, L)."""
-    cand = out[: 3 * table.shape[0] * count].view(3, table.shape[0], count)
-    cand[0].copy_(table[:, diag:diag + count])
-    torch.add(table[:, up:up + count], g[:, start:start + count], alpha=inv, out=cand[1])
-    torch.add(table[:, left:left + count], h[:, start:start + count], alpha=inv, out=cand[2])
-    return cand
-
-
 def fsd_forward(grid: _Grid, mu: Tensor, g: Tensor, h: Tensor, gamma: float) -> Tensor:
     """(P, cells) float64 table of S / gamma (of S for gamma = 0) from skewed inputs."""
     p = mu.shape[0]
     inv = 1.0 / gamma if gamma > 0 else 1.0
+    smooth_max = torch.logaddexp if gamma > 0 else torch.maximum
     table = torch.zeros(p, grid.cells, dtype=_ACC, device=mu.device)
-    buf = torch.empty(3 * p * grid.width, dtype=_ACC, device=mu.device)
+    # out-of-place steps on narrow() views: measured faster than preallocated out= buffers at every size
     for _, count, start, up, left, diag, *_ in grid.steps:
-        cand = _fsd_candidates(table, g, h, inv, buf, count, start, up, left, diag)
-        best = cand[1]
-        if gamma > 0:
-            torch.logaddexp(cand[0], best, out=best)
-            torch.logaddexp(best, cand[2], out=best)
-        else:
-            torch.maximum(cand[0], best, out=best)
-            torch.maximum(best, cand[2], out=best)
-        torch.add(best, mu[:, start:start + count], alpha=inv, out=table[:, start:start + count])
+        insert = torch.add(table.narrow(1, up, count), g.narrow(1, start, count), alpha=inv)
+        delete = torch.add(table.narrow(1, left, count), h.narrow(1, start, count), alpha=inv)
+        best = smooth_max(smooth_max(table.narrow(1, diag, count), insert), delete)
+        torch.add(best, mu.narrow(1, start, count), alpha=inv, out=table.narrow(1, start, count))
     return table
+
+
+def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | None, grad: Tensor,
+                 rows: Tensor, cols: Tensor, lengths_a: Tensor | None, lengths_b: Tensor | None, gamma: float,
+                 dtype: torch.dtype, needs: tuple[bool, bool, bool]) -> list[Tensor | None]:
+    """Reverse wavefront: gradients of ``sum_p grad_p * S_p`` w.r.t. (match, insert, delete), as needed.
+
+    ``h=None`` means h = g, and then the delete flow is part of the ``insert`` gradient.
+    """
+    same_gap = h is None
+    h = g if same_gap else h
+    p, device = table.shape[0], table.device
+    inv = 1.0 / gamma if gamma > 0 else 1.0
+    padded = lengths_a is not None or lengths_b is not None
+    adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, padded), device)
+    valid = grid.valid(p, lengths_a, lengths_b)
+    grad_mu, grad_g, grad_h = (torch.empty(p, grid.cells, dtype=dtype, device=device) if need else None
+                               for need in needs)
+    for d, count, start, up, left, diag, here, up_at, left_at, diag_at in reversed(grid.steps):
+        current, previous, before = adjoint.enter(d)
+        e = current.narrow(1, here, count)
+        match_option = table.narrow(1, diag, count)
+        insert_option = torch.add(table.narrow(1, up, count), g.narrow(1, start, count), alpha=inv)
+        delete_option = torch.add(table.narrow(1, left, count), h.narrow(1, start, count), alpha=inv)
+        if gamma > 0:
+            # softmax weights exp(a_k - logsumexp(a)); logsumexp(a) = S(i, j) / gamma - mu(i, j) / gamma
+            best = torch.add(table.narrow(1, start, count), mu.narrow(1, start, count), alpha=-inv)
+            flow = torch.stack((match_option, insert_option, delete_option)).sub_(best).exp_().mul_(e)
+            if valid is not None:
+                # padded cells carry zero adjoint, but 0 * exp(nan) would leak NaN/inf padding in
+                flow.masked_fill_(~valid.narrow(1, start, count), 0.0)
+            to_match, to_insert, to_delete = flow.unbind(0)
+        else:
+            # argmax branch; ties prefer match, then insert, then delete. Products with the exactly-zero
+            # adjoint of padded cells stay 0 whatever the padding holds, so no mask is needed here.
+            to_match = e * (match_option >= torch.maximum(insert_option, delete_option))
+            rest = e - to_match
+            to_insert = rest * (insert_option >= delete_option)
+            to_delete = rest - to_insert
+        before.narrow(1, diag_at, count).add_(to_match)
+        previous.narrow(1, up_at, count).add_(to_insert)
+        previous.narrow(1, left_at, count).add_(to_delete)
+        if grad_mu is not None:
+            grad_mu.narrow(1, start, count).copy_(e)
+        if grad_g is not None:
+            if same_gap:  # h = g: the delete flow also belongs to `insert`
+                torch.add(to_insert, to_delete, out=grad_g.narrow(1, start, count))
+            else:
+                grad_g.narrow(1, start, count).copy_(to_insert)
+        if grad_h is not None:
+            grad_h.narrow(1, start, count).copy_(to_delete)
+        adjoint.leave()
+    # unskew one gradient at a time, dropping each skewed buffer as soon as it is copied out
+    pending = [grad_mu, grad_g, grad_h]
+    del grad_mu, grad_g, grad_h
+    grads = []
+    while pending:
+        skewed = pending.pop(0)
+        grads.append(None if skewed is None else grid.unskew(skewed))
+        del skewed
+    return grads
+
+
+def _fsd_setup(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
+               lengths_a: Tensor | None, lengths_b: Tensor | None) -> tuple:
+    """Forward pass without autograd: (grid, table, mu, g, h or None, rows, cols)."""
+    p, m, n = match.shape
+    grid = _grid(m, n, match.device)
+    widen = match.numel() <= _WIDEN_LIMIT
+    mu = grid.skew(match, widen)
+    g = grid.skew(insert, widen)
+    h = None if delete is None else grid.skew(delete, widen)
+    table = fsd_forward(grid, mu, g, g if h is None else h, gamma)
+    rows, cols = grid.corner(p, lengths_a, lengths_b)
+    return grid, table, mu, g, h, rows, cols
 
 
 class _FSD(torch.autograd.Function):
     @staticmethod
     def forward(ctx, match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
                 lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
-        p, m, n = match.shape
-        grid = _Grid(m, n, match.device)
-        columns = grid.interior()
-        widen = match.numel() <= _WIDEN_LIMIT
-        mu = grid.skew(match, columns, widen)
-        g = grid.skew(insert, columns, widen)
-        h = g if delete is None else grid.skew(delete, columns, widen)
-        table = fsd_forward(grid, mu, g, h, gamma)
-        rows, cols = grid.corner(p, lengths_a, lengths_b)
+        grid, table, mu, g, h, rows, cols = _fsd_setup(match, insert, delete, gamma, lengths_a, lengths_b)
         ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, match.dtype
-        ctx.padded = lengths_a is not None or lengths_b is not None
-        ctx.save_for_backward(table, mu, g, None if delete is None else h, columns, rows, cols,
-                              lengths_a, lengths_b)
+        ctx.save_for_backward(table, mu, g, h, rows, cols, lengths_a, lengths_b)
         return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, match.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        table, mu, g, h, columns, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
-        grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
-        same_gap = h is None
-        h = g if same_gap else h
-        p, device = table.shape[0], table.device
-        inv = 1.0 / gamma if gamma > 0 else 1.0
-        need_match, need_insert, need_delete = ctx.needs_input_grad[:3]
-        adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
-        valid = grid.valid(p, lengths_a, lengths_b)
-        grad_mu = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_match else None
-        grad_g = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_insert else None
-        grad_h = torch.empty(p, grid.cells, dtype=dtype, device=device) if need_delete else None
-        buf = torch.empty(3 * p * grid.width, dtype=_ACC, device=device)
-        top = torch.empty(p * grid.width, dtype=_ACC, device=device)
-        for d, count, start, up, left, diag, here, up_at, left_at, diag_at in reversed(grid.steps):
-            current, previous, before = adjoint.enter(d)
-            e = current[:, here:here + count]
-            cand = _fsd_candidates(table, g, h, inv, buf, count, start, up, left, diag)
-            best = top[: p * count].view(p, count)
-            if gamma > 0:
-                # softmax weights exp(a_k - logsumexp(a)); logsumexp(a) = S(i, j) / gamma - mu(i, j) / gamma
-                torch.add(table[:, start:start + count], mu[:, start:start + count], alpha=-inv, out=best)
-                flow = cand.sub_(best).exp_().mul_(e)
-            else:
-                # argmax branch; ties prefer match, then insert, then delete
-                torch.maximum(cand[1], cand[2], out=best)
-                take_match = cand[0] >= best
-                take_insert = cand[1] >= cand[2]
-                flow = cand
-                torch.mul(e, take_match, out=flow[0])
-                torch.sub(e, flow[0], out=flow[2])
-                torch.mul(flow[2], take_insert, out=flow[1])
-                flow[2].sub_(flow[1])
-            if valid is not None:
-                # padded cells carry zero adjoint; masking also keeps NaN/inf padding from leaking in
-                flow.masked_fill_(~valid[:, start:start + count], 0.0)
-            before[:, diag_at:diag_at + count] += flow[0]
-            previous[:, up_at:up_at + count] += flow[1]
-            previous[:, left_at:left_at + count] += flow[2]
-            if grad_mu is not None:
-                grad_mu[:, start:start + count] = e
-            if grad_g is not None:
-                if same_gap:  # h = g: the delete flow also belongs to `insert`
-                    torch.add(flow[1], flow[2], out=grad_g[:, start:start + count])
-                else:
-                    grad_g[:, start:start + count] = flow[1]
-            if grad_h is not None:
-                grad_h[:, start:start + count] = flow[2]
-            adjoint.leave()
-        # unskew one gradient at a time, dropping each skewed buffer as soon as it is copied out
-        pending = [grad_mu, grad_g, grad_h]
-        del grad_mu, grad_g, grad_h
-        grads = []
-        while pending:
-            skewed = pending.pop(0)
-            grads.append(None if skewed is None else grid.unskew(skewed, columns))
-            del skewed
+        table, mu, g, h, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[:3])
+        grads = fsd_backward(ctx.grid, table, mu, g, h, grad, rows, cols, lengths_a, lengths_b, ctx.gamma,
+                             ctx.dtype, needs)
         return (*grads, None, None, None)
+
+
+def fsd_occupancy(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
+                  lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
+    """dS / d match per pair (the expected alignment), without autograd (works in inference mode)."""
+    with torch.no_grad():
+        grid, table, mu, g, h, rows, cols = _fsd_setup(match, insert, delete, gamma, lengths_a, lengths_b)
+        seed = torch.ones(match.shape[0], dtype=match.dtype, device=match.device)
+        grads = fsd_backward(grid, table, mu, g, h, seed, rows, cols, lengths_a, lengths_b, gamma,
+                             match.dtype, (True, False, False))
+    return grads[0]
 
 
 def fsd(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
@@ -286,10 +304,9 @@ def fsd(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
 # --------------------------------------------------------------------------------------------------
 
 
-def _lcs_inputs(grid: _Grid, similarity: Tensor, columns: Tensor, threshold: float,
-                strict: bool) -> tuple[Tensor, Tensor]:
+def _lcs_inputs(grid: _Grid, similarity: Tensor, threshold: float, strict: bool) -> tuple[Tensor, Tensor]:
     """Skewed similarity (float64 when small) and the skewed match mask, decided in the input dtype."""
-    c = grid.skew(similarity, columns)
+    c = grid.skew(similarity)
     # compared in the input dtype, as the release compares float32 cosines with 0.92
     hits = c > threshold if strict else c >= threshold
     return (c.to(_ACC) if similarity.numel() <= _WIDEN_LIMIT else c), hits
@@ -300,15 +317,11 @@ def lcs_forward(grid: _Grid, c: Tensor, hits: Tensor, gamma: float) -> Tensor:
     p = c.shape[0]
     inv = 1.0 / gamma if gamma > 0 else 1.0
     table = torch.zeros(p, grid.cells, dtype=_ACC, device=c.device)
-    buf = torch.empty(2, p * grid.width, dtype=_ACC, device=c.device)
+    smooth_max = torch.logaddexp if gamma > 0 else torch.maximum
     for _, count, start, up, left, diag, *_ in grid.steps:
-        rest, matched = buf[0, : p * count].view(p, count), buf[1, : p * count].view(p, count)
-        if gamma > 0:
-            torch.logaddexp(table[:, up:up + count], table[:, left:left + count], out=rest)
-        else:
-            torch.maximum(table[:, up:up + count], table[:, left:left + count], out=rest)
-        torch.add(table[:, diag:diag + count], c[:, start:start + count], alpha=inv, out=matched)
-        torch.where(hits[:, start:start + count], matched, rest, out=table[:, start:start + count])
+        rest = smooth_max(table.narrow(1, up, count), table.narrow(1, left, count))
+        matched = torch.add(table.narrow(1, diag, count), c.narrow(1, start, count), alpha=inv)
+        torch.where(hits.narrow(1, start, count), matched, rest, out=table.narrow(1, start, count))
     return table
 
 
@@ -317,48 +330,45 @@ class _LCS(torch.autograd.Function):
     def forward(ctx, similarity: Tensor, threshold: float, strict: bool, gamma: float,
                 lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
         p, m, n = similarity.shape
-        grid = _Grid(m, n, similarity.device)
-        columns = grid.interior()
-        c, hits = _lcs_inputs(grid, similarity, columns, threshold, strict)
+        grid = _grid(m, n, similarity.device)
+        c, hits = _lcs_inputs(grid, similarity, threshold, strict)
         table = lcs_forward(grid, c, hits, gamma)
         rows, cols = grid.corner(p, lengths_a, lengths_b)
         ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, similarity.dtype
         ctx.padded = lengths_a is not None or lengths_b is not None
-        ctx.save_for_backward(table, hits, columns, rows, cols, lengths_a, lengths_b)
+        ctx.save_for_backward(table, hits, rows, cols, lengths_a, lengths_b)
         return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        table, hits, columns, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
+        table, hits, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
         grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
         p, device = table.shape[0], table.device
         adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
         valid = grid.valid(p, lengths_a, lengths_b)
         grad_c = torch.empty(p, grid.cells, dtype=dtype, device=device)
-        buf = torch.empty(3, p * grid.width, dtype=_ACC, device=device)
         for d, count, start, up, left, _diag, here, up_at, left_at, diag_at in reversed(grid.steps):
             current, previous, before = adjoint.enter(d)
-            e = current[:, here:here + count]
-            matched, rest, to_up = (buf[k, : p * count].view(p, count) for k in range(3))
+            e = current.narrow(1, here, count)
             # a matched cell sends its whole adjoint diagonally, and dR(i, j) / dc(i, j) = 1
-            torch.mul(e, hits[:, start:start + count], out=matched)
-            torch.sub(e, matched, out=rest)
+            matched = e * hits.narrow(1, start, count)
+            rest = e - matched
+            up_value, left_value = table.narrow(1, up, count), table.narrow(1, left, count)
             if gamma > 0:
-                torch.sub(table[:, up:up + count], table[:, left:left + count], out=to_up)
-                to_up.sigmoid_().mul_(rest)
+                to_up = torch.sigmoid(up_value - left_value).mul_(rest)
                 if valid is not None:
                     # 0 * sigmoid(nan) would leak NaN from inf padding into the true block
-                    to_up.masked_fill_(~valid[:, start:start + count], 0.0)
+                    to_up.masked_fill_(~valid.narrow(1, start, count), 0.0)
             else:
                 # ties go up, to R(i-1, j), as in the release
-                torch.mul(rest, table[:, up:up + count] >= table[:, left:left + count], out=to_up)
-            grad_c[:, start:start + count] = matched
-            before[:, diag_at:diag_at + count] += matched
-            previous[:, up_at:up_at + count] += to_up
-            previous[:, left_at:left_at + count] += rest.sub_(to_up)
+                to_up = rest * (up_value >= left_value)
+            grad_c.narrow(1, start, count).copy_(matched)
+            before.narrow(1, diag_at, count).add_(matched)
+            previous.narrow(1, up_at, count).add_(to_up)
+            previous.narrow(1, left_at, count).add_(rest.sub_(to_up))
             adjoint.leave()
-        return grid.unskew(grad_c, columns), None, None, None, None, None
+        return grid.unskew(grad_c), None, None, None, None, None
 
 
 def lcs(similarity: Tensor, threshold: float, strict: bool, gamma: float,
@@ -379,8 +389,8 @@ def lcs_path(similarity: Tensor, threshold: float, strict: bool,
     device = sim.device
     if m == 0 or n == 0:
         return [torch.zeros(0, 2, dtype=torch.int64, device=device) for _ in range(p)]
-    grid = _Grid(m, n, device)
-    c, hits = _lcs_inputs(grid, sim, grid.interior(), threshold, strict)
+    grid = _grid(m, n, device)
+    c, hits = _lcs_inputs(grid, sim, threshold, strict)
     table = lcs_forward(grid, c, hits, 0.0)
     pairs = torch.arange(p, device=device)
     rows, cols = grid.corner(p, lengths_a, lengths_b)

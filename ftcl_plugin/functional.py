@@ -134,11 +134,7 @@ def fsd_alignment(match: Tensor, insert: Tensor, delete: Tensor | None = None, *
                  [0., 1.]]])
     """
     match, insert, delete, la, lb = _fsd_inputs(match, insert, delete, gamma, lengths_a, lengths_b, validate_args)
-    with torch.enable_grad():
-        probe = match.detach().requires_grad_(True)
-        score = _dp.fsd(probe, insert.detach(), None if delete is None else delete.detach(), float(gamma), la, lb)
-        (grad,) = torch.autograd.grad(score.sum(), probe)
-    return grad
+    return _dp.fsd_occupancy(match, insert, delete, float(gamma), la, lb)
 
 
 def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool,

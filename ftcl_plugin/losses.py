@@ -36,7 +36,7 @@ from ._checks import (
     check_pair_sequences,
     check_tensor,
 )
-from .functional import cosine_similarity_matrix, fsd_similarity, lcs_length
+from .functional import fsd_similarity, lcs_length
 
 __all__ = ["FSDLoss", "FSDTerms", "LCSLoss", "LCSTerms", "Variant"]
 
@@ -111,7 +111,29 @@ class _Projected(NamedTuple):
 
 
 def _take(projected: _Projected, index: Tensor) -> _Projected:
-    return _Projected(*(None if part is None else part[index] for part in projected))
+    return _Projected(*(None if part is None else _rows(part, index) for part in projected))
+
+
+def _rows(videos: Tensor, index: Tensor) -> Tensor:
+    # index_select, not videos[index]: its backward is an index_add, much faster on CPU than the accumulating
+    # index_put behind advanced indexing.
+    return videos.index_select(0, index)
+
+
+def _unit(features: Tensor, eps: float) -> Tensor:
+    """Rows scaled to unit norm (norms clamped below at ``eps``), as ``cosine_similarity_matrix`` does."""
+    # Normalising each video once and indexing the pairs afterwards spares the normalisation (and its backward)
+    # of every per-pair copy; the unit rows, hence the cosines, are the same.
+    return F.normalize(features, dim=-1, eps=eps)
+
+
+def _cosine(unit_a: Tensor, unit_b: Tensor) -> Tensor:
+    """(P, M, N) cosine similarities of unit rows (P, M, D) and (P, N, D)."""
+    return torch.bmm(unit_a, unit_b.transpose(1, 2))
+
+
+def _stack(parts: list[Tensor | None]) -> Tensor | None:
+    return None if parts[0] is None else torch.cat(parts)
 
 
 class FSDLoss(nn.Module):
@@ -215,26 +237,18 @@ class FSDLoss(nn.Module):
                 f"insert_activation={self.insert_activation!r}, gamma={self.gamma}")
 
     def _project(self, features: Tensor) -> _Projected:
+        """The projections of every snippet, each scaled to unit norm (the cosines are then plain products)."""
         if self.variant == "official":
             projected = _kernel_dtype(self.projection(features))
             half = self.projection_dim // 2
-            return _Projected(projected[..., :half], projected[..., half:], None)
-        delete = None if self.delete_projection is None else _kernel_dtype(self.delete_projection(features))
-        return _Projected(_kernel_dtype(self.match_projection(features)),
-                          _kernel_dtype(self.insert_projection(features)), delete)
+            return _Projected(_unit(projected[..., :half], self.eps), _unit(projected[..., half:], self.eps), None)
+        delete = None if self.delete_projection is None else \
+            _unit(_kernel_dtype(self.delete_projection(features)), self.eps)
+        return _Projected(_unit(_kernel_dtype(self.match_projection(features)), self.eps),
+                          _unit(_kernel_dtype(self.insert_projection(features)), self.eps), delete)
 
     def _gap(self, cosine: Tensor) -> Tensor:
         return cosine - 1 if self.insert_activation == "penalty" else cosine
-
-    def _similarity(self, first: _Projected, second: _Projected, lengths_a: Tensor | None,
-                    lengths_b: Tensor | None) -> Tensor:
-        match = cosine_similarity_matrix(first.match, second.match, eps=self.eps)
-        insert = self._gap(cosine_similarity_matrix(first.insert, second.insert, eps=self.eps))
-        delete = None
-        if first.delete is not None and second.delete is not None:
-            delete = self._gap(cosine_similarity_matrix(first.delete, second.delete, eps=self.eps))
-        return fsd_similarity(match, insert, delete, gamma=self.gamma, lengths_a=lengths_a,
-                              lengths_b=lengths_b, validate_args=self.validate_args)
 
     def forward_terms(self, features_a: Tensor, features_b: Tensor, background_a: Tensor, background_b: Tensor,
                       is_positive: Tensor, *, lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
@@ -244,9 +258,11 @@ class FSDLoss(nn.Module):
         check_pair_sequences([("features_a", features_a), ("features_b", features_b),
                               ("background_a", background_a), ("background_b", background_b)], self.feature_dim)
         check_is_positive(is_positive, features_a.shape[0], features_a)
-        return self._score(self._project(features_a), self._project(features_b), self._project(background_a),
-                           self._project(background_b), is_positive != 0, lengths_a, lengths_b,
-                           background_lengths_a, background_lengths_b)
+        # Action and background of a video go through the projections together (one matrix product each).
+        return self._score(self._project(torch.cat([features_a, background_a], dim=1)),
+                           self._project(torch.cat([features_b, background_b], dim=1)), features_a.shape[1],
+                           features_b.shape[1], is_positive != 0, lengths_a, lengths_b, background_lengths_a,
+                           background_lengths_b)
 
     def forward_videos(self, actions: Tensor, backgrounds: Tensor, index_a: Tensor, index_b: Tensor,
                        is_positive: Tensor, *, action_lengths: Tensor | None = None,
@@ -255,7 +271,7 @@ class FSDLoss(nn.Module):
 
         Pair p contrasts video ``index_a[p]`` with video ``index_b[p]``; the result equals
         ``forward_terms(actions[index_a], actions[index_b], backgrounds[index_a], backgrounds[index_b], ...)``
-        but runs the projections on B videos instead of 4 P sequences (what :class:`~ftcl_plugin.FTCL` uses).
+        but projects and normalises B videos instead of 4 P sequences (what :class:`~ftcl_plugin.FTCL` uses).
 
         Args:
             actions: Action proposals of every video, (B, M, D).
@@ -271,24 +287,33 @@ class FSDLoss(nn.Module):
         """
         check_pair_sequences([("actions", actions), ("backgrounds", backgrounds)], self.feature_dim)
         _check_pair_indices(index_a, index_b, is_positive, actions)
-        action, rest = self._project(actions), self._project(backgrounds)
-        return self._score(_take(action, index_a), _take(action, index_b), _take(rest, index_a),
-                           _take(rest, index_b), is_positive != 0, _take_lengths(action_lengths, index_a),
+        videos = self._project(torch.cat([actions, backgrounds], dim=1))
+        return self._score(_take(videos, index_a), _take(videos, index_b), actions.shape[1], actions.shape[1],
+                           is_positive != 0, _take_lengths(action_lengths, index_a),
                            _take_lengths(action_lengths, index_b), _take_lengths(background_lengths, index_a),
                            _take_lengths(background_lengths, index_b))
 
-    def _score(self, action_a: _Projected, action_b: _Projected, rest_a: _Projected, rest_b: _Projected,
-               positive: Tensor, lengths_a: Tensor | None, lengths_b: Tensor | None,
-               background_lengths_a: Tensor | None, background_lengths_b: Tensor | None) -> FSDTerms:
-        if action_a.match.shape[0] == 0:
+    def _score(self, first: _Projected, second: _Projected, actions_a: int, actions_b: int, positive: Tensor,
+               lengths_a: Tensor | None, lengths_b: Tensor | None, background_lengths_a: Tensor | None,
+               background_lengths_b: Tensor | None) -> FSDTerms:
+        """Score the pairs; ``first`` / ``second`` hold action then background snippets along dim 1."""
+        if first.match.shape[0] == 0:
             # No pairs: a zero that still reaches every projection and input (sums of empty tensors are 0).
-            zero = sum(part.sum() for group in (action_a, action_b, rest_a, rest_b)
-                       for part in group if part is not None)
-            empty = action_a.match.new_zeros(0)
+            zero = sum(part.sum() for group in (first, second) for part in group if part is not None)
+            empty = first.match.new_zeros(0)
             return FSDTerms(zero, empty, empty, empty)
-        action_action = self._similarity(action_a, action_b, lengths_a, lengths_b)
-        action_background = self._similarity(action_a, rest_b, lengths_a, background_lengths_b)
-        background_action = self._similarity(rest_a, action_b, background_lengths_a, lengths_b)
+        # One product per residual covers the action/background blocks of all three comparisons.
+        match = _cosine(first.match, second.match)
+        insert = self._gap(_cosine(first.insert, second.insert))
+        delete = None
+        if first.delete is not None and second.delete is not None:
+            delete = self._gap(_cosine(first.delete, second.delete))
+        action_a, background_a = slice(None, actions_a), slice(actions_a, None)
+        action_b, background_b = slice(None, actions_b), slice(actions_b, None)
+        action_action, action_background, background_action = self._similarities(
+            match, insert, delete, [(action_a, action_b, lengths_a, lengths_b),
+                                    (action_a, background_b, lengths_a, background_lengths_b),
+                                    (background_a, action_b, background_lengths_a, lengths_b)])
         if self.variant == "official":
             chosen = torch.where(positive, action_action, action_background)
             loss = _release_mean_difference(chosen, positive)
@@ -299,6 +324,25 @@ class FSDLoss(nn.Module):
             count = positive.sum().clamp(min=1).to(per_pair.dtype)
             loss = torch.where(positive, per_pair, torch.zeros_like(per_pair)).sum() / count
         return FSDTerms(loss, action_action, action_background, background_action)
+
+    def _similarities(self, match: Tensor, insert: Tensor, delete: Tensor | None,
+                      blocks: list[tuple[slice, slice, Tensor | None, Tensor | None]]) -> list[Tensor]:
+        """FSD similarity of each (rows, columns, lengths_a, lengths_b) block of the residual matrices.
+
+        Blocks of one shape (the default 5 + 5 proposals) run as one kernel call over 3 P sequences.
+        """
+        parts = [(match[:, rows, cols], insert[:, rows, cols], None if delete is None else delete[:, rows, cols],
+                  lengths_a, lengths_b) for rows, cols, lengths_a, lengths_b in blocks]
+        stackable = (len({part[0].shape for part in parts}) == 1
+                     and all(len({part[i] is None for part in parts}) == 1 for i in (3, 4)))
+        if not stackable:
+            return [self._fsd(*part) for part in parts]
+        return list(self._fsd(*(_stack([part[i] for part in parts]) for i in range(5))).chunk(len(parts)))
+
+    def _fsd(self, match: Tensor, insert: Tensor, delete: Tensor | None, lengths_a: Tensor | None,
+             lengths_b: Tensor | None) -> Tensor:
+        return fsd_similarity(match, insert, delete, gamma=self.gamma, lengths_a=lengths_a, lengths_b=lengths_b,
+                              validate_args=self.validate_args)
 
     def forward(self, features_a: Tensor, features_b: Tensor, background_a: Tensor, background_b: Tensor,
                 is_positive: Tensor, *, lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
@@ -387,20 +431,23 @@ class LCSLoss(nn.Module):
         """The loss and the per-pair lengths; arguments as :class:`LCSLoss`."""
         check_pair_sequences([("features_a", features_a), ("features_b", features_b)], None)
         check_is_positive(is_positive, features_a.shape[0], features_a)
-        positive = is_positive != 0
         first, second = _kernel_dtype(features_a), _kernel_dtype(features_b)
         if features_a.shape[0] == 0:
             empty = first.new_zeros(0)
             return LCSTerms(first.sum() + second.sum(), empty, empty)
-        similarity = cosine_similarity_matrix(first, second, eps=self.eps)
+        return self._score(_cosine(_unit(first, self.eps), _unit(second, self.eps)), is_positive != 0, lengths_a,
+                           lengths_b)
+
+    def _score(self, similarity: Tensor, positive: Tensor, lengths_a: Tensor | None,
+               lengths_b: Tensor | None) -> LCSTerms:
         threshold = self.threshold
         if self.variant == "official":
             # The release compares a float32 cosine with the Python float 0.92, i.e. with float32(0.92).
             threshold = float(torch.tensor(threshold, dtype=similarity.dtype))
         length = lcs_length(similarity, threshold=threshold, gamma=self.gamma, strict=self.strict,
                             lengths_a=lengths_a, lengths_b=lengths_b, validate_args=self.validate_args)
-        size_a = features_a.shape[1] if lengths_a is None else lengths_a
-        size_b = features_b.shape[1] if lengths_b is None else lengths_b
+        size_a = similarity.shape[1] if lengths_a is None else lengths_a
+        size_b = similarity.shape[2] if lengths_b is None else lengths_b
         shorter = torch.minimum(torch.as_tensor(size_a, device=length.device),
                                 torch.as_tensor(size_b, device=length.device)).to(length.dtype)
         normalized = length / shorter
@@ -428,8 +475,14 @@ class LCSLoss(nn.Module):
         """
         check_pair_sequences([("snippets", snippets)], None)
         _check_pair_indices(index_a, index_b, is_positive, snippets)
-        return self.forward_terms(snippets[index_a], snippets[index_b], is_positive,
-                                  lengths_a=_take_lengths(lengths, index_a), lengths_b=_take_lengths(lengths, index_b))
+        # Normalise each video once, then index the pairs: no normalisation of (and backward through) P copies.
+        unit = _unit(_kernel_dtype(snippets), self.eps)
+        first, second = _rows(unit, index_a), _rows(unit, index_b)
+        if index_a.shape[0] == 0:
+            empty = unit.new_zeros(0)
+            return LCSTerms(first.sum() + second.sum(), empty, empty)
+        return self._score(_cosine(first, second), is_positive != 0, _take_lengths(lengths, index_a),
+                           _take_lengths(lengths, index_b))
 
     def forward(self, features_a: Tensor, features_b: Tensor, is_positive: Tensor, *,
                 lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> Tensor:

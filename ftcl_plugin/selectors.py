@@ -10,6 +10,7 @@ the losses pass on to the DP kernels.
 
 from __future__ import annotations
 
+import abc
 from typing import Literal, NamedTuple
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ._checks import check_choice, check_flag, check_k_fits, check_number, check_snippet_batch
 
-__all__ = ["ActionSelector", "BackgroundSelector", "ProposalSelector", "Selection"]
+__all__ = ["ActionSelector", "BackgroundSelector", "ProposalSelector", "Selection", "select_all"]
 
 
 class Selection(NamedTuple):
@@ -41,14 +42,98 @@ def _true_lengths(features: Tensor, lengths: Tensor | None) -> Tensor:
     return lengths.to(torch.int64)
 
 
-def _select_ranked(features: Tensor, attention: Tensor, lengths: Tensor | None, k: int, *,
-                   descending: bool, offset: int) -> Selection:
+class _Plan(NamedTuple):
+    """How a selection reads the features: ``sum_r weights[r] * features[b, sources[r][b, k]]`` per slot.
+
+    Splitting the choice of snippets from the read lets :func:`select_all` read several selections with a
+    single gather, whose backward is then one scatter into the (B, T, D) gradient instead of one per selection
+    (each of those allocates and zero-fills a tensor of the size of ``features``).
+    """
+
+    sources: tuple[Tensor, ...]  # each (B, K) int64 in [0, T)
+    weights: tuple[Tensor, ...]  # each (B, K, 1) in the features' dtype
+    indices: Tensor
+    lengths: Tensor
+
+
+def _read(plan: _Plan, pieces: tuple[Tensor, ...]) -> Selection:
+    """The selection from the gathered ``features[b, sources[r][b, k]]`` of each source, (B, K, D) each."""
+    out = pieces[0] * plan.weights[0]
+    for piece, weight in zip(pieces[1:], plan.weights[1:]):
+        out = out + piece * weight
+    return Selection(out, plan.indices, plan.lengths)
+
+
+def _gather(features: Tensor, index: Tensor) -> Tensor:
+    return features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
+
+
+class _PlannedSelector(nn.Module, abc.ABC):
+    """A selector whose forward is a :meth:`_plan` of which snippets to read followed by the read itself."""
+
+    @abc.abstractmethod
+    def _plan(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> _Plan:
+        """Check the inputs and choose the snippets (and interpolation weights) of every slot."""
+
+    def forward(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> Selection:
+        """Select; see the class docstring."""
+        plan = self._plan(features, attention, lengths=lengths)
+        return _read(plan, tuple(_gather(features, source) for source in plan.sources))
+
+
+def select_all(selectors: list[nn.Module], features: Tensor, attention: Tensor, *,
+               lengths: Tensor | None = None) -> list[Selection]:
+    """Run several selectors on one batch, reading the features of all built-in ones with a single gather.
+
+    The result equals ``[selector(features, attention, lengths=lengths) for selector in selectors]``, but the
+    backward then zero-fills and scatters into one (B, T, D) gradient instead of one per selector (at the
+    paper's sizes those fills dominate the cost of the selections). Selectors that are not built-in (or
+    override ``forward``) are simply called.
+
+    Args:
+        selectors: Selector modules.
+        features: (B, T, D) snippet features.
+        attention: (B, T) action attention.
+        lengths: (B,) true lengths of a padded batch, optional.
+
+    Shape:
+        - features: (B, T, D) float; attention: (B, T) float; lengths: (B,) int, optional.
+        - Output: one :class:`Selection` per selector.
+
+    Returns:
+        One :class:`Selection` per selector, in order.
+
+    Raises:
+        TypeError: As the selectors.
+        ValueError: As the selectors.
+
+    Example:
+        >>> import torch
+        >>> features = torch.arange(6.0).reshape(1, 6, 1)
+        >>> attention = torch.tensor([[0.1, 0.9, 0.2, 0.8, 0.0, 0.7]])
+        >>> action, background = select_all([ActionSelector(2), BackgroundSelector(2)], features, attention)
+        >>> action.indices, background.indices
+        (tensor([[1, 3]]), tensor([[0, 4]]))
+    """
+    plans = [selector._plan(features, attention, lengths=lengths)
+             if isinstance(selector, _PlannedSelector) and type(selector).forward is _PlannedSelector.forward
+             else None for selector in selectors]
+    sources = [source for plan in plans if plan is not None for source in plan.sources]
+    pieces = iter(_gather(features, torch.cat(sources, dim=1)).split([s.shape[1] for s in sources], dim=1)
+                  if sources else ())
+    return [selector(features, attention, lengths=lengths) if plan is None
+            else _read(plan, tuple(next(pieces) for _ in plan.sources))
+            for selector, plan in zip(selectors, plans)]
+
+
+def _plan_ranked(features: Tensor, attention: Tensor, lengths: Tensor | None, k: int, *, descending: bool,
+                 offset: int) -> _Plan:
     """Ranks ``offset .. offset + k - 1`` of the valid snippets by attention, returned in temporal order.
 
     When a video has fewer than ``offset + k`` valid snippets the rank window slides back towards rank 0 so
     that it still holds ``min(k, length)`` snippets.
     """
-    batch, snippets, _ = features.shape
+    snippets = features.shape[1]
     width = min(k, snippets)
     true_length = _true_lengths(features, lengths)
     position = torch.arange(snippets, device=features.device)
@@ -63,12 +148,11 @@ def _select_ranked(features: Tensor, attention: Tensor, lengths: Tensor | None, 
     real = slot[None, :] < count[:, None]
     # Real slots sort by time; unused slots carry the sentinel T and so land at the end.
     chosen = torch.where(real, chosen, torch.full_like(chosen, snippets)).sort(dim=1).values
-    gathered = features.gather(1, chosen.clamp(max=snippets - 1)[:, :, None].expand(-1, -1, features.shape[2]))
-    gathered = gathered * real[:, :, None].to(features.dtype)
-    return Selection(gathered, torch.where(real, chosen, torch.full_like(chosen, -1)), count)
+    return _Plan((chosen.clamp(max=snippets - 1),), (real[:, :, None].to(features.dtype),),
+                 torch.where(real, chosen, torch.full_like(chosen, -1)), count)
 
 
-class ActionSelector(nn.Module):
+class ActionSelector(_PlannedSelector):
     """The ``k`` most action-like snippets of every video (highest attention), re-ordered by time.
 
     This is the paper's action proposal for FSD ("snippets with high action activations", ``k = 5`` in the
@@ -112,15 +196,14 @@ class ActionSelector(nn.Module):
     def extra_repr(self) -> str:
         return f"k={self.k}, allow_short={self.allow_short}"
 
-    def forward(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> Selection:
-        """Select; see the class docstring."""
+    def _plan(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> _Plan:
         check_snippet_batch(features, attention, lengths, self.validate_args)
         if not self.allow_short:
             check_k_fits(self.k, "k", features.shape[1])
-        return _select_ranked(features, attention, lengths, self.k, descending=True, offset=0)
+        return _plan_ranked(features, attention, lengths, self.k, descending=True, offset=0)
 
 
-class BackgroundSelector(nn.Module):
+class BackgroundSelector(_PlannedSelector):
     """``k`` background snippets of every video, re-ordered by time.
 
     - ``rule="lowest"`` (paper default): the ``k`` least action-like snippets, the paper's background
@@ -176,16 +259,15 @@ class BackgroundSelector(nn.Module):
     def extra_repr(self) -> str:
         return f"k={self.k}, rule={self.rule!r}, offset={self.offset}, allow_short={self.allow_short}"
 
-    def forward(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> Selection:
-        """Select; see the class docstring."""
+    def _plan(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> _Plan:
         check_snippet_batch(features, attention, lengths, self.validate_args)
         if not self.allow_short:
             check_k_fits(self.k, "k", features.shape[1])
-        return _select_ranked(features, attention, lengths, self.k, descending=self.rule == "next",
-                              offset=self.offset)
+        return _plan_ranked(features, attention, lengths, self.k, descending=self.rule == "next",
+                            offset=self.offset)
 
 
-class ProposalSelector(nn.Module):
+class ProposalSelector(_PlannedSelector):
     """One contiguous proposal per video from thresholded attention, resampled to a fixed length.
 
     The paper builds FSD's proposals from the learned CAS (Sec. 3.2, 4.1). Per video, the snippets whose
@@ -237,10 +319,9 @@ class ProposalSelector(nn.Module):
     def extra_repr(self) -> str:
         return f"length={self.length}, threshold={self.threshold}, kind={self.kind!r}"
 
-    def forward(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> Selection:
-        """Select; see the class docstring."""
+    def _plan(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> _Plan:
         check_snippet_batch(features, attention, lengths, self.validate_args)
-        batch, snippets, dim = features.shape
+        batch, snippets, _ = features.shape
         device = features.device
         true_length = _true_lengths(features, lengths)
         position = torch.arange(snippets, device=device)
@@ -279,10 +360,5 @@ class ProposalSelector(nn.Module):
         low = point.floor().long().clamp(max=snippets - 1)
         high = torch.minimum(low + 1, last[:, None])
         weight = (point - low.to(score.dtype)).to(features.dtype)[:, :, None]
-
-        def take(index: Tensor) -> Tensor:
-            return features.gather(1, index[:, :, None].expand(-1, -1, dim))
-
-        resampled = take(low) * (1 - weight) + take(high) * weight
         count = torch.full((batch,), self.length, dtype=torch.int64, device=device)
-        return Selection(resampled, point.round().long(), count)
+        return _Plan((low, high), (1 - weight, weight), point.round().long(), count)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import importlib.machinery
-import importlib.util
 import inspect
 import os
 import subprocess
@@ -26,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ._stand_ins import STAND_INS, usable
 
 __all__ = [
     "ALLOW_UNSUPPORTED_ENV",
@@ -169,10 +169,9 @@ def check_checkout(root: str | os.PathLike[str], spec: UpstreamSpec, *, allow_un
     if allow_unsupported:
         sys.stderr.write(f"warning: {problem}; continuing because {ALLOW_UNSUPPORTED_ENV}=1.\n")
         return f"unsupported ({problem})"
-    raise UpstreamError(
-        f"{problem}. Check out that commit (git -C {path} checkout {spec.commit}) or set {ALLOW_UNSUPPORTED_ENV}=1 "
-        "to try anyway."
-    )
+    remedy = (f"Check out that commit (git -C {path} checkout {spec.commit})" if head is not None
+              else f"Use the files of {spec.short}")
+    raise UpstreamError(f"{problem}. {remedy} or set {ALLOW_UNSUPPORTED_ENV}=1 to try anyway.")
 
 
 def check_signature(obj: Callable[..., Any], expected: Sequence[str], what: str, spec: UpstreamSpec) -> None:
@@ -204,203 +203,6 @@ def require_attribute(obj: object, name: str, what: str, spec: UpstreamSpec) -> 
     if not hasattr(obj, name):
         raise UpstreamError(f"{what} has no attribute {name!r}, which it has at {spec.short}.")
     return getattr(obj, name)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Stand-ins for packages the upstream imports but does not need to train (loggers, progress bars, ...). Each is
-# installed in sys.modules only when the real package cannot be imported, and removed on exit.
-
-
-class _NoOp:
-    """Accepts any call and attribute access and does nothing (a logger that logs nowhere)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _NoOp:
-        return self
-
-    def __getattr__(self, name: str) -> _NoOp:
-        return self
-
-    def __enter__(self) -> _NoOp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _noop_function(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _module(name: str, *, package: bool = False) -> types.ModuleType:
-    # A real __spec__ keeps importlib.util.find_spec (which torch._dynamo calls on many names) working.
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=package)
-    if package:
-        module.__path__ = []  # type: ignore[attr-defined]
-    return module
-
-
-def _make_wandb() -> types.ModuleType:
-    module = _module("wandb")
-    module.init = _NoOp  # type: ignore[attr-defined]
-    module.log = _noop_function  # type: ignore[attr-defined]
-    module.watch = _noop_function  # type: ignore[attr-defined]
-    module.finish = _noop_function  # type: ignore[attr-defined]
-    module.config = _NoOp()  # type: ignore[attr-defined]
-    return module
-
-
-def _make_tensorboard_logger() -> types.ModuleType:
-    module = _module("tensorboard_logger")
-    module.Logger = _NoOp  # type: ignore[attr-defined]
-    module.configure = _noop_function  # type: ignore[attr-defined]
-    module.log_value = _noop_function  # type: ignore[attr-defined]
-    return module
-
-
-def _make_summary_writer_module(name: str) -> types.ModuleType:
-    module = _module(name)
-    module.SummaryWriter = _NoOp  # type: ignore[attr-defined]
-    return module
-
-
-def _tqdm(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
-    return iterable if iterable is not None else _NoOp()
-
-
-def _make_tqdm() -> types.ModuleType:
-    module = _module("tqdm")
-    module.tqdm = _tqdm  # type: ignore[attr-defined]
-    module.trange = lambda *args, **kwargs: range(*args)  # type: ignore[attr-defined]
-    return module
-
-
-class _EasyDict(dict):
-    """The attribute-access dict the ``easydict`` package provides."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-
-def _make_easydict() -> types.ModuleType:
-    module = _module("easydict")
-    module.EasyDict = _EasyDict  # type: ignore[attr-defined]
-    return module
-
-
-class _AsciiTable:
-    """Plain ``|``-separated rendering for what ``terminaltables.AsciiTable`` draws."""
-
-    def __init__(self, rows: Sequence[Sequence[object]], title: str | None = None) -> None:
-        self.rows = [[str(cell) for cell in row] for row in rows]
-        self.title = title
-        self.justify_columns: dict[int, str] = {}
-
-    @property
-    def table(self) -> str:
-        width = max((len(row) for row in self.rows), default=0)
-        sizes = [max((len(row[i]) for row in self.rows if i < len(row)), default=0) for i in range(width)]
-        lines = [] if self.title is None else [self.title]
-        for row in self.rows:
-            lines.append("| " + " | ".join(cell.center(sizes[i]) for i, cell in enumerate(row)) + " |")
-        return "\n".join(lines)
-
-
-def _make_terminaltables() -> types.ModuleType:
-    module = _module("terminaltables")
-    module.AsciiTable = _AsciiTable  # type: ignore[attr-defined]
-    return module
-
-
-def _delayed(function: Callable[..., Any]) -> Callable[..., tuple[Callable[..., Any], tuple, dict]]:
-    def capture(*args: Any, **kwargs: Any) -> tuple[Callable[..., Any], tuple, dict]:
-        return function, args, kwargs
-
-    return capture
-
-
-class _Parallel:
-    """Sequential stand-in for ``joblib.Parallel``: same results, one process."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __call__(self, tasks: Any) -> list[Any]:
-        return [function(*args, **kwargs) for function, args, kwargs in tasks]
-
-
-def _make_joblib() -> types.ModuleType:
-    module = _module("joblib")
-    module.Parallel = _Parallel  # type: ignore[attr-defined]
-    module.delayed = _delayed  # type: ignore[attr-defined]
-    return module
-
-
-def _unavailable(package: str) -> Callable[..., Any]:
-    def fail(*args: Any, **kwargs: Any) -> Any:
-        raise ImportError(f"{package} is not installed; the upstream code path that needs it cannot run.")
-
-    return fail
-
-
-def _make_sklearn_metrics() -> tuple[types.ModuleType, types.ModuleType]:
-    package = _module("sklearn", package=True)
-    metrics = _module("sklearn.metrics")
-    metrics.average_precision_score = _unavailable("scikit-learn")  # type: ignore[attr-defined]
-    package.metrics = metrics  # type: ignore[attr-defined]
-    return package, metrics
-
-
-def _make_placeholder(name: str) -> types.ModuleType:
-    # Imported at the top of an upstream file but never used on the paths the patch drives.
-    module = _module(name, package=True)
-    module.__getattr__ = _placeholder_attribute  # type: ignore[attr-defined]
-    return module
-
-
-def _placeholder_attribute(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return _NoOp()
-
-
-#: Missing-package stand-ins: import name -> factory of the module(s) to install.
-STAND_INS: dict[str, Callable[[], dict[str, types.ModuleType]]] = {
-    "wandb": lambda: {"wandb": _make_wandb()},
-    "tensorboard_logger": lambda: {"tensorboard_logger": _make_tensorboard_logger()},
-    "tensorboardX": lambda: {"tensorboardX": _make_summary_writer_module("tensorboardX")},
-    "tqdm": lambda: {"tqdm": _make_tqdm()},
-    "easydict": lambda: {"easydict": _make_easydict()},
-    "terminaltables": lambda: {"terminaltables": _make_terminaltables()},
-    "joblib": lambda: {"joblib": _make_joblib()},
-    "sklearn": lambda: dict(zip(("sklearn", "sklearn.metrics"), _make_sklearn_metrics())),
-    "h5py": lambda: {"h5py": _make_placeholder("h5py")},
-    "torchvision": lambda: {"torchvision": _make_placeholder("torchvision")},
-    "torch.utils.tensorboard": lambda: {"torch.utils.tensorboard": _make_summary_writer_module("torch.utils.tensorboard")},
-}
-
-
-def _importable(name: str) -> bool:
-    if name in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _usable(package: str) -> bool:
-    # torch.utils.tensorboard exists in every torch but raises on import without the tensorboard package.
-    return _importable("tensorboard") if package == "torch.utils.tensorboard" else _importable(package)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -524,7 +326,8 @@ class UpstreamSession:
                 self._set_aside[name] = sys.modules.pop(name)
 
     def _purge_modules(self) -> None:
-        for name in list(sys.modules):
+        # Only modules imported during the session can come from the checkout (the colliding ones were set aside).
+        for name in [n for n in sys.modules if n not in self._modules_before]:
             module = sys.modules[name]
             top = name.split(".", 1)[0]
             from_checkout = _is_under(getattr(module, "__file__", None), self.root)
@@ -585,7 +388,7 @@ class UpstreamSession:
 
     def _install_stand_ins(self) -> None:
         for package in self.spec.optional:
-            if not _usable(package):
+            if not usable(package):
                 for name, module in STAND_INS[package]().items():
                     sys.modules[name] = module
                     self.stand_ins.append(name)

@@ -178,6 +178,24 @@ def test_proposal_selectors_plug_in(generator):
     assert features.grad[3, 4:].abs().sum() == 0  # padding never selected
 
 
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_all_selections_reach_the_features_through_one_gather(generator, variant):
+    # Performance contract: each gather's backward zero-fills a (B, T, D) gradient, the largest cost of FTCL at
+    # the paper's sizes, so the action, background and LCS selections must share one gather.
+    features, attention = _batch(generator)
+    features.requires_grad_(True)
+    loss = FTCL(8, variant=variant)(features, attention, LABELS, lengths=torch.tensor([12, 9, 12, 4]))
+    seen, stack, gathers = set(), [loss.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        gathers += type(node).__name__.startswith("GatherBackward")
+        stack.extend(child for child, _ in node.next_functions)
+    assert gathers == 1
+
 def test_no_input_mutation(generator):
     features, attention = _batch(generator)
     saved = features.clone(), attention.clone(), LABELS.clone()

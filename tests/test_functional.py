@@ -313,6 +313,9 @@ def test_alignment_is_the_match_gradient(generator):
     hard = fsd_alignment(mu, g, h, gamma=0.0)
     assert set(hard.unique().tolist()) <= {0.0, 1.0}
     assert (hard[:, -1, -1] == 1).all()
+    with torch.inference_mode():
+        torch.testing.assert_close(fsd_alignment(mu, g, h), expected)
+    assert not fsd_alignment(mu.requires_grad_(), g, h).requires_grad
 
 
 def _float32_against_float64(size, generator):
@@ -365,6 +368,8 @@ def test_device_and_dtype_follow_input(device, dtype, tol, generator):
 def test_degenerate_sizes():
     empty_pairs = torch.zeros(0, 3, 4, requires_grad=True)
     assert fsd_similarity(empty_pairs, empty_pairs).shape == (0,)
+    (fsd_similarity(empty_pairs, empty_pairs).sum() + lcs_length(empty_pairs).sum()).backward()
+    assert empty_pairs.grad.shape == (0, 3, 4)
     assert lcs_length(empty_pairs).shape == (0,)
     assert lcs_path(empty_pairs) == []
     no_cells = torch.zeros(2, 0, 4, requires_grad=True)
@@ -455,3 +460,14 @@ def test_errors():
         cosine_similarity_matrix(torch.zeros(2, 3, 5), torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match=r"`eps` must be > 0.0, but got 0.0"):
         cosine_similarity_matrix(good, good, eps=0.0)
+
+
+def test_non_contiguous_inputs_and_int32_lengths(generator):
+    mu, g = (_rand(2, 5, 4, generator=generator) for _ in range(2))
+    c = _rand(2, 5, 4, generator=generator, low=0.0, high=1.0)
+    la, lb = torch.tensor([4, 2], dtype=torch.int32), torch.tensor([5, 3], dtype=torch.int32)
+    transposed = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (mu, g, c)]
+    assert not transposed[0].is_contiguous()
+    torch.testing.assert_close(fsd_similarity(*transposed[:2], lengths_a=lb, lengths_b=la),
+                               fsd_similarity(mu, g, lengths_a=lb.long(), lengths_b=la.long()))
+    torch.testing.assert_close(lcs_length(transposed[2], threshold=0.5), lcs_length(c, threshold=0.5))

@@ -144,6 +144,34 @@ def test_fsd_module_equals_functional_twin(generator):
     torch.testing.assert_close(terms.action_action, fsd_similarity(match, insert, gamma=0.1))
 
 
+
+# Equal shapes and all-or-no lengths per side run as one kernel call over the three comparisons; else three calls.
+@pytest.mark.parametrize("background_length", [4, 3])
+@pytest.mark.parametrize("padded", ["none", "some", "all"])
+def test_fsd_all_three_similarities_equal_functional_twin(generator, background_length, padded):
+    loss = FSDLoss(6, projection_dim=4).double()
+    features_a, features_b, background_a, background_b = _sequences(generator)
+    background_a, background_b = background_a[:, :background_length], background_b[:, :background_length]
+    lengths = {"none": {}, "some": dict(lengths_a=torch.tensor([4, 2, 3]),
+                                        background_lengths_b=torch.tensor([1, 2, background_length])),
+               "all": dict(lengths_a=torch.tensor([4, 2, 3]), lengths_b=torch.tensor([1, 4, 2]),
+                           background_lengths_a=torch.tensor([2, background_length, 1]),
+                           background_lengths_b=torch.tensor([1, 2, background_length]))}[padded]
+    terms = loss.forward_terms(features_a, features_b, background_a, background_b, torch.ones(3, dtype=torch.bool),
+                               **lengths)
+
+    def twin(first, second, lengths_a=None, lengths_b=None):
+        match = cosine_similarity_matrix(loss.match_projection(first), loss.match_projection(second))
+        insert = cosine_similarity_matrix(loss.insert_projection(first), loss.insert_projection(second)) - 1
+        return fsd_similarity(match, insert, gamma=0.1, lengths_a=lengths_a, lengths_b=lengths_b)
+
+    torch.testing.assert_close(terms.action_action, twin(features_a, features_b, lengths.get("lengths_a"),
+                                                         lengths.get("lengths_b")))
+    torch.testing.assert_close(terms.action_background, twin(features_a, background_b, lengths.get("lengths_a"),
+                                                             lengths.get("background_lengths_b")))
+    torch.testing.assert_close(terms.background_action, twin(background_a, features_b,
+                                                             lengths.get("background_lengths_a"), lengths.get("lengths_b")))
+
 def test_fsd_separate_delete_and_identity_activation(generator):
     features_a, features_b, background_a, background_b = _sequences(generator)
     loss = FSDLoss(6, projection_dim=4, separate_delete=True, insert_activation="identity").double()

@@ -19,8 +19,13 @@ import pytest
 import torch
 from torch import nn
 
-from patches import _common, acmnet, cola, get, stpn, wtalc
-from patches._common import UpstreamError, UpstreamSession, check_checkout
+# `python -m pytest` (make test) has the repository root on sys.path; plain `pytest` does not.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from patches import _common, acmnet, cola, get, stpn, wtalc  # noqa: E402
+from patches._common import UpstreamError, UpstreamSession, check_checkout  # noqa: E402
 
 FTCL = pytest.importorskip("ftcl_plugin").FTCL
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ftcl_plugin import ActionSelector, BackgroundSelector, ProposalSelector
+from ftcl_plugin.selectors import select_all
 
 
 def _batch(generator, batch=3, snippets=12, dim=4, dtype=torch.float32):
@@ -130,6 +131,50 @@ def test_proposal_selector_respects_lengths_and_passes_gradients(generator):
     selection.features.sum().backward()
     assert features.grad[1, 4:].abs().sum() == 0 and features.grad[1, :4].abs().sum() > 0
 
+
+
+class _Reversed(ActionSelector):
+    """Overrides forward, so select_all must call it rather than read its plan."""
+
+    def forward(self, features, attention, *, lengths=None):
+        selection = super().forward(features, attention, lengths=lengths)
+        return selection._replace(features=selection.features.flip(1))
+
+
+def test_select_all_equals_separate_calls_with_one_gather(generator):
+    features, attention = _batch(generator, dtype=torch.float64)
+    lengths = torch.tensor([12, 4, 2])
+    selectors = [ActionSelector(5), BackgroundSelector(3, rule="next"), ProposalSelector(4, kind="background"),
+                 _Reversed(3), ActionSelector(30)]
+    weights = [torch.rand(3, k, 4, generator=generator, dtype=torch.float64) for k in (5, 3, 4, 3, 12)]
+    results = []
+    for fused in (True, False):
+        leaf = features.clone().requires_grad_(True)
+        if fused:
+            selections = select_all(selectors, leaf, attention, lengths=lengths)
+        else:
+            selections = [selector(leaf, attention, lengths=lengths) for selector in selectors]
+        sum((s.features * w).sum() for s, w in zip(selections, weights)).backward()
+        results.append((selections, leaf.grad))
+        if fused:  # the four planned selectors share one gather: one GatherBackward in the graph
+            graph = [s.features.grad_fn for s in selections]
+            assert sum(1 for node in _graph_nodes(graph) if type(node).__name__.startswith("GatherBackward")) == 2
+    (fused, fused_grad), (separate, separate_grad) = results
+    for a, b in zip(fused, separate):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    torch.testing.assert_close(fused_grad, separate_grad)
+    assert select_all([], features, attention) == []
+
+
+def _graph_nodes(roots):
+    seen, stack = set(), [node for node in roots if node is not None]
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(child for child, _ in node.next_functions if child is not None)
+    return seen
 
 def test_errors(generator):
     features, attention = _batch(generator)

@@ -445,8 +445,9 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     model.to(ctx.device)
     if ctx.world > 1:
         _broadcast_parameters(model)
-        # Dropout masks differ per rank; rank 0 keeps the single-process stream.
-        torch.manual_seed(seed + 7919 * ctx.rank)
+    # The training stream (dropout) is reseeded after every parameter is built, so arms that differ only by an
+    # extra loss (and so by extra heads drawn at construction) see the same dropout masks. Ranks differ.
+    torch.manual_seed(seed * 1_000_003 + 104_729 + 7919 * ctx.rank)
     optim_cfg = cfg["optim"]
     optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg["lr"]),
                                  betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
@@ -462,6 +463,8 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
         _set_generator_states(model, state["generators"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
         history, best = list(state["history"]), state.get("best") or None
         partial = dict(state.get("partial", {}))
@@ -555,6 +558,7 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
     output = model(features, lengths)
     loss, parts = model.loss(output, labels, step)
     logged = {key: float(value) for key, value in parts.items()}
+    logged["base_loss"] = float(loss.detach())
     if ftcl:
         embedding, attention = output.embedding, model.ftcl_attention(output)
         pair_labels, pair_lengths = labels, lengths
@@ -603,6 +607,7 @@ def _rng_states(ctx: Context) -> list[Tensor]:
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
           batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
              "generators": _generator_states(model), "step": step,
              "epoch": epoch, "batch": batch, "history": history, "best": best or {},
              "partial": partial}
@@ -784,9 +789,22 @@ def _curves(ctx: Context, model: Baseline, count: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _reusable(out: Path, config: dict[str, Any], epochs: int) -> bool:
+    """Whether ``out`` holds a finished pre-training run of exactly this config (so experiments can share it)."""
+    path, saved = out / "checkpoints" / "last.pt", out / "config.json"
+    if not (path.is_file() and saved.is_file()):
+        return False
+    stored = json.loads(saved.read_text())
+    stored.pop("run", None)
+    if stored != json.loads(json.dumps(config, default=str)):
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state["epoch"]) >= epochs and not state.get("partial")
+
+
 def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, best_on_test: bool = False,
                    plot: bool = True, arms: dict[str, Callable[[int], nn.Module] | None] | None = None,
-                   ) -> dict[str, Any]:
+                   pretrain_dir: Path | None = None) -> dict[str, Any]:
     """The paired protocol: pre-train the baseline once, then fine-tune every arm from that checkpoint.
 
     Every arm starts from the same weights, sees the same batches in the same order with the same temporal
@@ -800,6 +818,8 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
         plot: write plots.
         arms: arm name -> contrastive factory (``None`` = FTCL from the config); default
             ``{"baseline": no extra loss, "ftcl": FTCL}``. The arm named ``"baseline"`` trains without extra loss.
+        pretrain_dir: where to pre-train (default ``out / "pretrain"``); a finished pre-training of the same config
+            found there is reused.
 
     Returns:
         ``{"rows": [(name, summary)], "results": {arm: RunResult}, "difference": {column: with - without}}``.
@@ -807,9 +827,11 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
     compare = ctx.config.get("compare", {})
     display = DISPLAY_NAMES.get(ctx.name, ctx.name)
     if init_from is None:
-        pre = train(ctx, out / "pretrain", ftcl=False, epochs=int(compare.get("pretrain_epochs", 1)), plot=False,
-                    label=f"{display} (pre-training)")
-        init_from = pre.out / "checkpoints" / "last.pt"
+        pre_out = pretrain_dir or out / "pretrain"
+        epochs = int(compare.get("pretrain_epochs", 1))
+        if not _reusable(pre_out, ctx.config, epochs):
+            train(ctx, pre_out, ftcl=False, epochs=epochs, plot=False, label=f"{display} (pre-training)")
+        init_from = pre_out / "checkpoints" / "last.pt"
     arms = arms if arms is not None else {"baseline": None, "ftcl": None}
     results: dict[str, RunResult] = {}
     for arm, factory in arms.items():

@@ -112,35 +112,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _fallback_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "train": {"seed": 0, "epochs": 1, "iterations": 0},
-        "ftcl": {"enabled": True},
-        "data": {"builtin": "thumos14-like", "size": "small", "difficulty": "standard", "test_segments": 750},
-        "optim": {},
-        "localization": {},
-        "evaluation": {"preset": "thumos14"},
-        "meta": {},
-    }
-
-
 def _resolve(name: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    from .runner import BUILTIN_NAMES, resolve_config
+    from .runner import resolve_config
 
     try:
         config = resolve_config(name, args, parser)
-    except FileNotFoundError:
-        # No clean-room config for this baseline: the upstream's own hyperparameters, our flags on top.
-        config = _fallback_config(args)
-        flags = {("train", "seed"): args.seed, ("train", "epochs"): args.epochs,
-                 ("train", "iterations"): args.iterations, ("ftcl", "enabled"): args.ftcl,
-                 ("ftcl", "variant"): args.variant, ("ftcl", "fsd_weight"): args.fsd_weight,
-                 ("ftcl", "lcs_weight"): args.lcs_weight}
-        for (section, key), value in flags.items():
-            if value is not None:
-                config[section][key] = value
-        config["meta"] = {"baseline": name, "dataset": args.dataset, "device": args.device,
-                          "data": str(args.data) if args.data is not None else f"builtin:{BUILTIN_NAMES[args.dataset]}"}
+    except FileNotFoundError as error:
+        parser.error(f"argument --dataset: {error}")
     config["meta"]["layout"] = NEEDED_LAYOUT[name]
     config["meta"]["upstream"] = str(args.upstream)
     # The upstream reads the features as they are stored; no input scaling in this mode.
@@ -266,6 +244,10 @@ def _run_in_session(patch: Any, args: argparse.Namespace, ctx: Any, config: dict
         report = _DRIVERS[ctx.name](up, patch, ctx, config, out, seed=seed)
         model = report.pop("model")
         history = report.pop("history")
+        (out / "checkpoints").mkdir(exist_ok=True)
+        # The upstream model's own state_dict (loadable by its code, and by --init-from here); FTCL's heads are a
+        # training aid and are not saved.
+        torch.save({"model": model.upstream.state_dict()}, out / "checkpoints" / "last.pt")
         # Still inside the session: some upstream forwards call .cuda(), which the session redirects.
         last = evaluate(ctx, model)
         _write_csv(out / "metrics.csv", history)
@@ -618,7 +600,13 @@ def _drive_stpn(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
                        {"train": [(train_full.videos[i], train_full[i].features.numpy())
                                   for i in range(len(train_full))]}, streams=(stream,))
     dataset = pieces.Thumos(str(data_dir / "thumos14_val.json"), str(data_dir / "features"), 1, stream, True)
-    labels = torch.from_numpy(np.stack([np.asarray(dataset[i][1], dtype=np.float32) for i in range(len(dataset))]))
+    # The sampler needs every video's labels; Thumos keeps (video, class-id pair, frames, gt) per entry in .data,
+    # from which its __getitem__ builds the multi-hot label (reading them there would load every feature file).
+    labels = torch.zeros(len(dataset), patch.NUM_CLASSES)
+    for i, entry in enumerate(dataset.data):
+        for class_id in entry[1]:
+            if class_id > 0:
+                labels[i, int(class_id) - 1] = 1.0
     batch_size = int(config.get("optim", {}).get("batch_size", 6))
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_sampler=ClassPairSampler(labels, batch_size, generator=generator),
