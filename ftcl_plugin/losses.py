@@ -105,6 +105,8 @@ class LCSTerms(NamedTuple):
 
 
 class _Projected(NamedTuple):
+    """Unit-norm projections of snippets: f_mu, f_g and f_h (``None`` when f_h = f_g)."""
+
     match: Tensor
     insert: Tensor
     delete: Tensor | None

@@ -114,8 +114,9 @@ class PairMiner(nn.Module):
         device = labels.device
         present = labels.detach() != 0
         counts = present.sum(dim=1)
-        as_float = present.to(torch.float32)
-        shared = as_float @ as_float.T  # number of common classes, exact for C < 2**24
+        # Number of common classes, counted exactly; a (B, B, C) boolean is small, and a tiny matmul would wake
+        # the BLAS thread pool every step for nothing.
+        shared = (present[:, None, :] & present[None, :, :]).sum(dim=2)
         disjoint = shared == 0
         if self.positive_rule == "shared_class":
             positive = shared > 0

@@ -114,7 +114,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[table {args.table}] {name} seed {seed} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
             # Pre-training is shared between tables (reused only when the resolved config is identical).
             pretrain = args.work / "pretrain" / dataset / name / f"seed{seed}"
-            report = paired_compare(ctx, out, arms=arms, plot=False, pretrain_dir=pretrain)
+            report = paired_compare(ctx, out, arms=arms, plot=False, pretrain_dir=pretrain, reuse=True)
             for arm, result in report["results"].items():
                 runs[name].setdefault(arm, []).append(result.last["summary"])
                 labels.setdefault(name, {})[arm] = result.label

@@ -357,9 +357,10 @@ class UpstreamSession:
 
         def restore_default_type() -> None:
             # W-TALC sets a process-wide default tensor type at import; put back what the process had.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # set_default_tensor_type is deprecated since torch 2.1
-                original_set_default(default_type)
+            if torch.empty(0).type() != default_type:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # set_default_tensor_type is deprecated since torch 2.1
+                    original_set_default(default_type)
             torch.set_default_dtype(default_dtype)
 
         self._undo.call(restore_default_type)

@@ -470,8 +470,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
         partial = dict(state.get("partial", {}))
         if history and history[-1].get("partial"):
             history.pop()  # the partial epoch's row is rewritten when the epoch completes
-    dump_config(cfg | {"run": {"ftcl": ftcl, "init_from": str(init_from) if init_from else None,
-                               "epochs": epochs, "label": label}}, out / "config.json")
+    dump_config(cfg | {"run": _run_meta(ftcl, init_from, epochs, label)}, out / "config.json")
 
     labels_all = ctx.train_split(0).labels
     per_epoch = len(_batches(ctx, labels_all, 0))
@@ -591,6 +590,11 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
         top1 = output.video_scores.argmax(dim=1)
         hits = int(labels.gather(1, top1[:, None]).gt(0).sum())
     return logged, (hits, len(ids))
+
+
+def _run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str) -> dict[str, Any]:
+    """The ``run`` table written into ``config.json`` beside the resolved config."""
+    return {"ftcl": ftcl, "init_from": str(init_from) if init_from else None, "epochs": epochs, "label": label}
 
 
 def _rng_states(ctx: Context) -> list[Tensor]:
@@ -789,22 +793,34 @@ def _curves(ctx: Context, model: Baseline, count: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _reusable(out: Path, config: dict[str, Any], epochs: int) -> bool:
-    """Whether ``out`` holds a finished pre-training run of exactly this config (so experiments can share it)."""
+def _reusable(out: Path, config: dict[str, Any], epochs: int, run: dict[str, Any] | None = None) -> bool:
+    """Whether ``out`` holds a finished run of exactly this config (so experiments can share or resume it).
+
+    ``run`` is the run table to match too (``None``: ignore it, as for a pre-training shared between tables).
+    """
     path, saved = out / "checkpoints" / "last.pt", out / "config.json"
     if not (path.is_file() and saved.is_file()):
         return False
     stored = json.loads(saved.read_text())
-    stored.pop("run", None)
+    stored_run = stored.pop("run", None)
     if stored != json.loads(json.dumps(config, default=str)):
+        return False
+    if run is not None and stored_run != json.loads(json.dumps(run, default=str)):
         return False
     state = torch.load(path, map_location="cpu", weights_only=True)
     return int(state["epoch"]) >= epochs and not state.get("partial")
 
 
+def _load_result(out: Path, label: str) -> RunResult:
+    """The :class:`RunResult` of a finished run, read back from its ``table.json``."""
+    table = json.loads((out / "table.json").read_text())
+    return RunResult(out=out, last=table["last"], best=table.get("best_on_test") or None, history=[],
+                     steps=int(table["steps"]), seconds=float(table["seconds"]), label=label)
+
+
 def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, best_on_test: bool = False,
                    plot: bool = True, arms: dict[str, Callable[[int], nn.Module] | None] | None = None,
-                   pretrain_dir: Path | None = None) -> dict[str, Any]:
+                   pretrain_dir: Path | None = None, reuse: bool = False) -> dict[str, Any]:
     """The paired protocol: pre-train the baseline once, then fine-tune every arm from that checkpoint.
 
     Every arm starts from the same weights, sees the same batches in the same order with the same temporal
@@ -820,6 +836,7 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
             ``{"baseline": no extra loss, "ftcl": FTCL}``. The arm named ``"baseline"`` trains without extra loss.
         pretrain_dir: where to pre-train (default ``out / "pretrain"``); a finished pre-training of the same config
             found there is reused.
+        reuse: reuse arms already finished in ``out`` with the same config (adding seeds to a table).
 
     Returns:
         ``{"rows": [(name, summary)], "results": {arm: RunResult}, "difference": {column: with - without}}``.
@@ -834,11 +851,15 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
         init_from = pre_out / "checkpoints" / "last.pt"
     arms = arms if arms is not None else {"baseline": None, "ftcl": None}
     results: dict[str, RunResult] = {}
+    epochs = int(compare.get("finetune_epochs", 1))
     for arm, factory in arms.items():
         name = display if arm == "baseline" else f"{display} + {'FTCL' if arm == 'ftcl' else arm}"
-        results[arm] = train(ctx, out / arm, ftcl=arm != "baseline", init_from=init_from,
-                             epochs=int(compare.get("finetune_epochs", 1)), best_on_test=best_on_test,
-                             plot=plot, contrastive=factory, label=name)
+        meta = _run_meta(arm != "baseline", init_from, epochs, name)
+        if reuse and _reusable(out / arm, ctx.config, epochs, meta) and (out / arm / "table.json").is_file():
+            results[arm] = _load_result(out / arm, name)
+            continue
+        results[arm] = train(ctx, out / arm, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
+                             best_on_test=best_on_test, plot=plot, contrastive=factory, label=name)
     rows = [(result.label, result.last.get("summary", {})) for result in results.values()]
     difference = {}
     if "baseline" in results and "ftcl" in results and ctx.rank == 0:
