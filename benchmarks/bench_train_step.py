@@ -6,7 +6,8 @@
 
 A step is forward, the baseline's own loss (+ FTCL), backward and an Adam update, on random features with labels
 that give FTCL its usual in-batch pairs (about 4.5 same-class pairs in 16 videos, as BASELINES.md section 1.5
-estimates for THUMOS14). The overhead ratio is (median step with FTCL) / (median step without). Not a test.
+estimates for THUMOS14). Steps with and without FTCL alternate on one model, so drifting machine load hits both arms alike; the overhead
+ratio is (median step with FTCL) / (median step without). Not a test.
 """
 
 from __future__ import annotations
@@ -34,23 +35,26 @@ def _labels(batch: int, classes: int, generator: torch.Generator) -> torch.Tenso
     return torch.nn.functional.one_hot(picks, classes).float()
 
 
-def time_step(name: str, *, ftcl: bool, batch: int, length: int, dim: int, classes: int, repeats: int,
-              warmup: int, device: torch.device) -> float:
-    """Median seconds of one training step.
+def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, repeats: int, warmup: int,
+               device: torch.device) -> tuple[float, float]:
+    """Median seconds of one training step without and with FTCL, measured interleaved.
+
+    One model carries the FTCL heads; steps alternate between the plain loss and the loss plus FTCL, so a machine
+    whose load drifts (other jobs on a shared CPU) affects both arms alike. In the plain steps the FTCL heads get
+    no gradient and Adam skips them, which is what a model without FTCL costs.
 
     Args:
         name: the baseline.
-        ftcl: add FTCL.
         batch: videos per step.
         length: T.
         dim: D.
         classes: C.
-        repeats: timed steps.
-        warmup: untimed steps first.
+        repeats: timed steps per arm.
+        warmup: untimed steps per arm first.
         device: where to run.
 
     Returns:
-        The median step time in seconds.
+        ``(without, with_ftcl)`` median step times in seconds.
     """
     from ftcl_plugin import FTCL
 
@@ -58,31 +62,31 @@ def time_step(name: str, *, ftcl: bool, batch: int, length: int, dim: int, class
     module = importlib.import_module(f"integrations.{name}.model")
     torch.manual_seed(0)
     model = module.build_model(config.get("model", {}) | {"_all": config}, num_classes=classes, feature_dim=dim)
-    if ftcl:
-        model.ftcl = FTCL(feature_dim=model.embedding_dim)
+    model.ftcl = FTCL(feature_dim=model.embedding_dim)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(batch, length, dim, generator=generator).to(device)
     labels = _labels(batch, classes, generator).to(device)
     lengths = torch.full((batch,), length, dtype=torch.int64, device=device)
-    times = []
+    times: dict[bool, list[float]] = {False: [], True: []}
     for index in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        output = model(features, lengths)
-        loss, _ = model.loss(output, labels, index)
-        if ftcl:
-            loss = loss + model.ftcl(output.embedding, model.ftcl_attention(output), labels, lengths=lengths)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for ftcl in (False, True):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            output = model(features, lengths)
+            loss, _ = model.loss(output, labels, index)
+            if ftcl:
+                loss = loss + model.ftcl(output.embedding, model.ftcl_attention(output), labels, lengths=lengths)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= warmup:
+                times[ftcl].append(time.perf_counter() - start)
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         sizes = dict(batch=args.batch, length=args.length, dim=args.dim, classes=args.classes,
                      repeats=args.repeats, warmup=args.warmup, device=device)
-        # Alternate the arms so slow drift of the machine affects both alike.
-        without = time_step(name, ftcl=False, **sizes)
-        with_ftcl = time_step(name, ftcl=True, **sizes)
-        without = min(without, time_step(name, ftcl=False, **sizes))
+        without, with_ftcl = time_steps(name, **sizes)
         rows.append([name, 1000 * without, 1000 * with_ftcl, with_ftcl / without])
         print(f"{name}: {1000 * without:.1f} ms -> {1000 * with_ftcl:.1f} ms", file=sys.stderr)
     text = (f"Training step (forward + loss + backward + Adam), B={args.batch}, T={args.length}, D={args.dim}, "
