@@ -36,7 +36,7 @@ def _labels(batch: int, classes: int, generator: torch.Generator) -> torch.Tenso
 
 
 def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, repeats: int, warmup: int,
-               device: torch.device) -> tuple[float, float]:
+               device: torch.device, clock: str = "wall") -> tuple[float, float]:
     """Median seconds of one training step without and with FTCL, measured interleaved.
 
     One model carries the FTCL heads; steps alternate between the plain loss and the loss plus FTCL, so a machine
@@ -52,6 +52,8 @@ def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, re
         repeats: timed steps per arm.
         warmup: untimed steps per arm first.
         device: where to run.
+        clock: ``"wall"`` (elapsed time) or ``"cpu"`` (this process's CPU time, all threads: steadier on a shared
+            machine, CPU only).
 
     Returns:
         ``(without, with_ftcl)`` median step times in seconds.
@@ -70,11 +72,12 @@ def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, re
     labels = _labels(batch, classes, generator).to(device)
     lengths = torch.full((batch,), length, dtype=torch.int64, device=device)
     times: dict[bool, list[float]] = {False: [], True: []}
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     for index in range(warmup + repeats):
         for ftcl in (False, True):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start = timer()
             output = model(features, lengths)
             loss, _ = model.loss(output, labels, index)
             if ftcl:
@@ -85,7 +88,7 @@ def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, re
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if index >= warmup:
-                times[ftcl].append(time.perf_counter() - start)
+                times[ftcl].append(timer() - start)
     return statistics.median(times[False]), statistics.median(times[True])
 
 
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or process CPU time (steadier when other jobs share the CPU)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -118,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {error}", file=sys.stderr)
             continue
         sizes = dict(batch=args.batch, length=args.length, dim=args.dim, classes=args.classes,
-                     repeats=args.repeats, warmup=args.warmup, device=device)
+                     repeats=args.repeats, warmup=args.warmup, device=device, clock=args.clock)
         without, with_ftcl = time_steps(name, **sizes)
         rows.append([name, 1000 * without, 1000 * with_ftcl, with_ftcl / without])
         print(f"{name}: {1000 * without:.1f} ms -> {1000 * with_ftcl:.1f} ms", file=sys.stderr)
     text = (f"Training step (forward + loss + backward + Adam), B={args.batch}, T={args.length}, D={args.dim}, "
-            f"C={args.classes}, median of {args.repeats} after {args.warmup} warm-up steps; "
+            f"C={args.classes}, median {args.clock} time of {args.repeats} after {args.warmup} warm-up steps per arm, arms "
+            f"interleaved; "
             f"{machine_description()}.\n\n"
             + markdown_table(["baseline", "step ms", "step + FTCL ms", "ratio"],
                              [[r[0], r[1], r[2], f"{r[3]:.3f}"] for r in rows]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -199,9 +201,12 @@ def test_ddp_two_processes_match_single_process(tiny_data: Path, tmp_path: Path)
             "--set", "data.train_sampling='uniform'", *TINY, "--set", "ftcl.warmup_steps=0"]
     single, double = tmp_path / "single", tmp_path / "ddp"
     assert _run([*args, "--out", str(single)]) == 0
-    subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", str(REPO / "integrations/acmnet/train.py"),
+    with socket.socket() as probe:  # a free port, so concurrent test runs do not collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={port}", str(REPO / "integrations/acmnet/train.py"),
                     *args, "--ddp-gather", "--out", str(double)], check=True, cwd=REPO, capture_output=True, timeout=300,
-                   env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     first = torch.load(single / "checkpoints" / "last.pt", weights_only=True)
     second = torch.load(double / "checkpoints" / "last.pt", weights_only=True)
     assert sum(row["positive_pairs"] for row in first["history"]) > 0

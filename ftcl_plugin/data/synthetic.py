@@ -134,7 +134,7 @@ def make_config(preset: Preset = "thumos14-like", size: Size = "small", difficul
             (200 classes, ~1.5 long instances per short video).
         size: ``"small"`` (D=256, ~200+200 videos for THUMOS-like, videos up to 256 snippets) or ``"paper"``
             (D=2048, the real dataset's split sizes and length distribution).
-        difficulty: ``"standard"``, ``"hard"`` (context snippets around 70% of instance sides) or ``"order"``
+        difficulty: ``"standard"``, ``"hard"`` (context snippets around 90% of instance sides) or ``"order"``
             (order-only classes; phases of 4-8 snippets, longer than a k=3 convolution's receptive field).
         **overrides: any :class:`SyntheticConfig` field.
 
@@ -146,7 +146,7 @@ def make_config(preset: Preset = "thumos14-like", size: Size = "small", difficul
 
     Example:
         >>> make_config("thumos14-like", "small", "hard").context_prob
-        0.7
+        0.9
         >>> make_config(num_train=10).num_train
         10
     """
@@ -172,7 +172,7 @@ def make_config(preset: Preset = "thumos14-like", size: Size = "small", difficul
             values.update(num_train=9649, num_test=4728, feature_dim=2048, length_law="normal",
                           length_median=185.0, length_sigma=0.57, min_length=4, max_length=1180)
     if difficulty == "hard":
-        values.update(context_prob=0.7)
+        values.update(context_prob=0.9)
     elif difficulty == "order":
         values.update(class_structure="order", phase_length=(4.0, 8.0))
     fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
