@@ -11,16 +11,31 @@ section so copies never drift.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    class _Torch:
+        """torch, imported on first use.
+
+        The evaluator and the data tools use only the torch-free checks here (numbers, choices); importing
+        torch for them would add seconds to every `ftcl-eval` and `ftcl-data` start.
+        """
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("torch"), name)
+
+    torch = _Torch()
 
 # --------------------------------------------------------------------------------------------------
 # common
 # --------------------------------------------------------------------------------------------------
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# dtype names as `str(tensor.dtype)` spells them without the "torch." prefix
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def _fmt_shape(shape: Iterable[int]) -> str:
@@ -41,13 +56,11 @@ def check_ndim(value: torch.Tensor, name: str, ndim: int, layout: str) -> None:
         raise ValueError(f"`{name}` must have shape {layout}, but got {_fmt_shape(value.shape)}.")
 
 
-def check_floating(value: torch.Tensor, name: str, dtypes: Sequence[torch.dtype] = FLOAT_DTYPES) -> None:
-    """Raise ``TypeError`` unless ``value`` has one of the floating ``dtypes``."""
-    if value.dtype not in dtypes:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(
-            f"`{name}` must be a floating tensor ({allowed}), but got dtype {str(value.dtype).replace('torch.', '')}."
-        )
+def check_floating(value: torch.Tensor, name: str, dtypes: Sequence[str] = FLOAT_DTYPES) -> None:
+    """Raise ``TypeError`` unless ``value`` has one of the floating ``dtypes`` (names such as "float32")."""
+    got = str(value.dtype).replace("torch.", "")
+    if got not in dtypes:
+        raise TypeError(f"`{name}` must be a floating tensor ({', '.join(dtypes)}), but got dtype {got}.")
 
 
 def check_same_shape(value: torch.Tensor, name: str, reference: torch.Tensor, reference_name: str) -> None:
@@ -124,7 +137,7 @@ def check_multi_hot(labels: torch.Tensor, name: str = "labels") -> None:
 
 # ---- kernels (functional: DP score matrices) ----
 
-DP_DTYPES = (torch.float32, torch.float64)
+DP_DTYPES = ("float32", "float64")
 
 
 def check_score_matrix(value: Any, name: str, reference: torch.Tensor | None = None,
