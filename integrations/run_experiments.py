@@ -124,7 +124,7 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                 "pretrain_epochs": config["compare"].get("pretrain_epochs"),
                 "finetune_epochs": config["compare"].get("finetune_epochs"),
                 "finetune_steps": report["results"]["ftcl"].steps,
-                "data": config["meta"]["data"],
+                "data": config["meta"]["data"], "data_root": config["meta"].get("data_root"),
             }
     return {"runs": runs, "labels": labels, "meta": meta, "seconds": time.perf_counter() - started}
 
@@ -168,6 +168,7 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
             diff_rows.append([f"{labels[name][arm]} − {DISPLAY_NAMES.get(name, name)}", *cells])
     any_meta = next(iter(meta.values()))
     synthetic = any_meta["data"].startswith("builtin:")
+    roots = sorted({str(m.get("data_root")) for m in meta.values()})
     sizes = "; ".join(
         f"{DISPLAY_NAMES.get(n, n)}: {m['train_videos']} train / {m['test_videos']} test videos, D={m['feature_dim']}, "
         f"T={m['train_segments']}, pre-train {m['pretrain_epochs']} epochs, fine-tune {m['finetune_epochs']} epochs "
@@ -178,8 +179,8 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
     lines = [
         f"## Table {args.table}: {titles[args.table]}" + (" — SYNTHETIC DATA" if synthetic else ""),
         "",
-        f"Data: {any_meta['data']}" + (" (built-in synthetic benchmark; synthetic mAP is not THUMOS14 mAP)"
-                                      if synthetic else "") + f". Sizes: {sizes}.",
+        f"Data: {any_meta['data']}" + (" (built-in synthetic benchmark; synthetic mAP is not THUMOS14 or ActivityNet mAP)"
+                                      if synthetic else "") + f", read from {', '.join(roots)}. Sizes: {sizes}.",
         f"Seeds: {', '.join(map(str, seeds))} (n = {len(seeds)}). Machine: {machine_description()}. "
         f"Wall time: {collected['seconds'] / 60:.1f} min.",
         "Protocol: per seed the baseline is pre-trained once; every arm is fine-tuned from that checkpoint for the "

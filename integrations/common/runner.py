@@ -242,6 +242,9 @@ def prepare(name: str, config: dict[str, Any], *, data: Path | None, layout: str
                         sampling=data_cfg.get("test_sampling", "uniform"),
                         skip_missing=bool(data_cfg.get("skip_missing", False)))
     feature_dim = int(test[0].features.shape[-1])
+    # The resolved root names the built-in dataset's generator version, so a run (and the reuse of a shared
+    # pre-training) is tied to the exact data it saw.
+    config.setdefault("meta", {})["data_root"] = str(Path(root).resolve())
     rank, world = _init_distributed(device)
     module = importlib.import_module(f"integrations.{name}.model")
     if device == "cuda":
@@ -916,7 +919,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
         if ctx.rank == 0:
             header, rows = summary_rows(report["rows"])
             diff = report["difference"]
-            rows.append(["difference (with - without)", *(100.0 * diff[c] for c in header[1:])])
+            rows.append(["difference (with - without)", *(f"{100.0 * diff[c]:+.1f}" for c in header[1:])])
             text = (f"{_data_note(ctx)}\nPaired protocol: both arms fine-tuned from {report['init_from']} for "
                     f"{report['results']['ftcl'].steps} steps.\n\n" + markdown_table(header, rows))
             (out / "compare.md").write_text(text + "\n")
