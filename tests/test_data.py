@@ -25,7 +25,7 @@ from ftcl_plugin.data import (
     write_dataset,
 )
 from ftcl_plugin.data.check import format_report
-from ftcl_plugin.data.cli import main
+from ftcl_plugin.data.cli import detect_layout, main
 
 TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
 
@@ -347,6 +347,17 @@ def test_cli_synth_convert_check(tmp_path, capsys):
     assert "video_nowhere" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["synth"])
+
+
+@pytest.mark.parametrize("layout", ["acmnet", "cola", "wtalc"])
+def test_cli_check_detects_the_layout(tmp_path, capsys, layout):
+    out = tmp_path / layout
+    assert main(["synth", "--out", str(out), "--num-train", "3", "--num-test", "2", "--feature-dim", "8",
+                 "--layout", layout, "--dataset-name", "Mine"]) == 0
+    assert detect_layout(out) == (layout, "Mine" if layout == "wtalc" else None)
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"{out} ({layout}): OK")
 
 
 def test_no_warnings_on_clean_data(tiny):

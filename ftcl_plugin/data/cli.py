@@ -45,12 +45,39 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = commands.add_parser("check", help="report missing/corrupt files, mismatches and statistics")
     chk.add_argument("root", type=Path)
-    chk.add_argument("--layout", choices=LAYOUTS, default="acmnet")
-    chk.add_argument("--dataset-name", default=DEFAULT_WTALC_NAME, help="W-TALC file prefix")
+    chk.add_argument("--layout", choices=LAYOUTS, default=None,
+                     help="default: detected from the files (features/ -> cola, *-I3D-JOINTFeatures.npy -> wtalc, "
+                          "else acmnet)")
+    chk.add_argument("--dataset-name", default=None, help="W-TALC file prefix (default: detected, else "
+                     f"{DEFAULT_WTALC_NAME})")
     chk.add_argument("--fps", type=float, default=25.0)
     chk.add_argument("--frames-per-snippet", type=int, default=16)
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def detect_layout(root: Path) -> tuple[str, str | None]:
+    """Guess a dataset's layout from its files, so ``ftcl-data check DIR`` needs no flag.
+
+    Args:
+        root: the dataset root.
+
+    Returns:
+        ``(layout, dataset_name)``: ``"cola"`` when ``root/features`` exists, ``"wtalc"`` (with the file prefix as
+        the dataset name) when a ``*-I3D-JOINTFeatures.npy`` file exists, else ``"acmnet"``; the name is None
+        except for W-TALC.
+
+    Example:
+        >>> import tempfile
+        >>> detect_layout(Path(tempfile.mkdtemp()))
+        ('acmnet', None)
+    """
+    if (root / "features").is_dir():
+        return "cola", None
+    joint = sorted(root.glob("*-I3D-JOINTFeatures.npy"))
+    if joint:
+        return "wtalc", joint[0].name[: -len("-I3D-JOINTFeatures.npy")]
+    return "acmnet", None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            destination_dataset_name=args.out_dataset_name)
             print(f"wrote {args.source} ({args.source_layout}) as {args.destination_layout} to {root}")
             return 0
-        report = check_dataset(args.root, layout=args.layout, dataset_name=args.dataset_name, fps=args.fps,
+        layout, dataset_name = detect_layout(args.root)
+        layout = args.layout or layout
+        dataset_name = args.dataset_name or (dataset_name if layout == "wtalc" else None) or DEFAULT_WTALC_NAME
+        report = check_dataset(args.root, layout=layout, dataset_name=dataset_name, fps=args.fps,
                                frames_per_snippet=args.frames_per_snippet)
         print(json.dumps(report, indent=1) if args.json else format_report(report))
         return 0 if report["ok"] else 1
