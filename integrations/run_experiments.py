@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch import nn  # noqa: E402
 
+from integrations.common.compare import paired_compare  # noqa: E402
 from integrations.common.config import load_config, parse_override, set_dotted  # noqa: E402
+from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, make_contrastive, prepare  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
-from integrations.common.runner import BUILTIN_NAMES, DISPLAY_NAMES, make_contrastive, paired_compare, prepare  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
 # Table 5 trains ACM-Net last, so a concurrent table 3 or 4 run has usually pre-trained it by then.

@@ -17,8 +17,9 @@ import torch
 from integrations.acmnet.model import build_model
 from integrations.common.ablation import BothMeasures
 from integrations.common.report import markdown_table, paired_stats
-from integrations.common.runner import main, warmup_factor
+from integrations.common.runner import main
 from integrations.common.softdtw import SoftDTWContrast, soft_dtw
+from integrations.common.training import warmup_factor
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny runs: 32-snippet clips, batch 4, a learning rate that moves a tiny model within a few steps.

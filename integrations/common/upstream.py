@@ -175,7 +175,8 @@ def run_upstream(name: str, args: argparse.Namespace) -> int:
     from ftcl_plugin.data import open_dataset
     from patches import SUPPORTED, get
 
-    from .runner import Context, build_parser
+    from .context import Context
+    from .runner import build_parser
 
     parser = build_parser(name)
     if name not in SUPPORTED:
@@ -235,7 +236,8 @@ def run_upstream(name: str, args: argparse.Namespace) -> int:
 def _run_in_session(patch: Any, args: argparse.Namespace, ctx: Any, config: dict[str, Any], out: Path, seed: int,
                     ftcl_on: bool, started: float) -> tuple[dict[str, Any], list[str], str, int]:
     """Train, evaluate and write the outputs, all inside one upstream session."""
-    from .runner import RunResult, _write_csv, _write_outputs, evaluate, row_name
+    from .context import RunResult
+    from .outputs import evaluate, row_name, write_csv, write_outputs
 
     with patch.session(args.upstream, device=ctx.device) as up:
         stand_ins = list(up.stand_ins)
@@ -250,12 +252,12 @@ def _run_in_session(patch: Any, args: argparse.Namespace, ctx: Any, config: dict
         torch.save({"model": model.upstream.state_dict()}, out / "checkpoints" / "last.pt")
         # Still inside the session: some upstream forwards call .cuda(), which the session redirects.
         last = evaluate(ctx, model)
-        _write_csv(out / "metrics.csv", history)
+        write_csv(out / "metrics.csv", history)
         steps = int(history[-1]["step"]) if history else 0
         result = RunResult(out=out, last=last, best=None, history=history, steps=steps,
                            seconds=time.perf_counter() - started)
         label = row_name(ctx, ftcl=ftcl_on) + " (upstream)"
-        _write_outputs(ctx, model, result, label=label, plot=not getattr(args, "no_plot", False))
+        write_outputs(ctx, model, result, label=label, plot=not getattr(args, "no_plot", False))
         return report, stand_ins, up.identified_by, steps
 
 

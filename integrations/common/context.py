@@ -1,0 +1,171 @@
+"""The run context shared by training, evaluation and the command line: names, data, model factory, device.
+
+``prepare`` opens the data, imports the baseline and sets up the (optional) process group; ``make_contrastive``
+builds FTCL from the config; :class:`RunResult` is what one training run hands to the outputs and the paired protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .baseline import Baseline
+
+__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "RunResult", "make_contrastive", "prepare"]
+
+DISPLAY_NAMES = {"acmnet": "ACM-Net", "cola": "CoLA", "wtalc": "W-TALC", "stpn": "STPN"}
+BUILTIN_NAMES = {"thumos14": "thumos14-like", "activitynet": "activitynet-like"}
+
+
+@dataclass
+class Context:
+    """Everything a training run needs besides its output folder: config, data, model factory, device.
+
+    Attributes:
+        name: the baseline's directory name.
+        config: the resolved config.
+        root: the feature root (the built-in dataset's cache folder or ``--data``).
+        layout: the feature layout.
+        test: the test split (uniform sampling).
+        class_names: the dataset's class names.
+        feature_dim: ``D``.
+        device: the torch device.
+        rank: this process's rank (0 without DDP).
+        world: the number of processes (1 without DDP).
+        ddp_gather: mine FTCL pairs across ranks.
+        build_model: ``integrations.<name>.model.build_model``.
+    """
+
+    name: str
+    config: dict[str, Any]
+    root: Path
+    layout: str
+    test: Any
+    class_names: list[str]
+    feature_dim: int
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    ddp_gather: bool = False
+    build_model: Callable[..., Baseline] | None = None
+    _train: Any = None
+
+    def train_split(self, epoch: int) -> Any:
+        """The training split, its random temporal sampling seeded by (seed, epoch, video) so runs resume exactly.
+
+        Args:
+            epoch: the epoch number (0-based).
+
+        Returns:
+            The dataset object (opened once, re-seeded per epoch).
+        """
+        if self._train is None:
+            from ftcl_plugin.data import open_dataset
+
+            data = self.config["data"]
+            self._train = open_dataset(
+                self.root, "train", layout=self.layout, num_segments=data.get("train_segments", 750),
+                sampling=data.get("train_sampling", "random"), seed=int(self.config["train"].get("seed", 0)),
+                skip_missing=bool(data.get("skip_missing", False)),
+            )
+        self._train.set_epoch(epoch)
+        return self._train
+
+
+def prepare(name: str, config: dict[str, Any], *, data: Path | None, layout: str | None, device: str,
+            ddp_gather: bool = False) -> Context:
+    """Open the data, import the baseline and set up the (optional) process group.
+
+    Args:
+        name: the baseline's directory name.
+        config: the resolved config.
+        data: a real dataset's feature root, or ``None`` for the built-in synthetic dataset.
+        layout: the layout of ``data``.
+        device: ``"cpu"`` or ``"cuda"``.
+        ddp_gather: mine FTCL pairs across ranks.
+
+    Returns:
+        The run context.
+    """
+    from ftcl_plugin.data import builtin, open_dataset
+
+    data_cfg = config["data"]
+    if data is None:
+        layout = "acmnet"
+        root = Path(builtin(data_cfg.get("builtin", "thumos14-like"), size=data_cfg.get("size", "small"),
+                            difficulty=data_cfg.get("difficulty", "standard"), layout=layout))
+    else:
+        root, layout = data, layout or "acmnet"
+    test = open_dataset(root, "test", layout=layout, num_segments=data_cfg.get("test_segments", 750),
+                        sampling=data_cfg.get("test_sampling", "uniform"),
+                        skip_missing=bool(data_cfg.get("skip_missing", False)))
+    feature_dim = int(test[0].features.shape[-1])
+    # The resolved root names the built-in dataset's generator version, so a run (and the reuse of a shared
+    # pre-training) is tied to the exact data it saw.
+    config.setdefault("meta", {})["data_root"] = str(Path(root).resolve())
+    rank, world = _init_distributed(device)
+    module = importlib.import_module(f"integrations.{name}.model")
+    if device == "cuda":
+        torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        torch_device = torch.device("cpu")
+    return Context(name=name, config=config, root=root, layout=layout, test=test,
+                   class_names=list(test.class_names), feature_dim=feature_dim, device=torch_device,
+                   rank=rank, world=world, ddp_gather=ddp_gather, build_model=module.build_model)
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
+    """The FTCL module of the config's ``[ftcl]`` table (variant and weights; other keys go to ``FTCL``).
+
+    Args:
+        ctx: the run context.
+        embedding_dim: ``E``.
+
+    Returns:
+        ``FTCL(feature_dim=E, ...)``.
+    """
+    from ftcl_plugin import FTCL
+
+    options = {k: v for k, v in ctx.config.get("ftcl", {}).items() if k not in ("enabled", "warmup_steps")}
+    return FTCL(feature_dim=embedding_dim, **options)
+
+
+@dataclass
+class RunResult:
+    """What one training run produced.
+
+    Attributes:
+        out: its output folder.
+        last: the last epoch's evaluation (``detection_map`` result plus ``"cmap"``).
+        best: the best-on-test evaluation and its epoch, when asked for.
+        history: the per-epoch metrics rows.
+        steps: the number of optimizer steps taken.
+        seconds: wall time of training and evaluation.
+        label: the row name.
+    """
+
+    out: Path
+    last: dict[str, Any]
+    best: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    steps: int
+    seconds: float
+    label: str = ""

@@ -1,0 +1,354 @@
+"""The training loop of one arm: data order, the FTCL step, DDP helpers, checkpoints and exact resumption.
+
+FTCL is added as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
+``loss = loss + ftcl(embedding, attention, labels)`` every step, scaled by a short linear warm-up. Under ``torchrun``
+gradients are averaged by all-reduce; FTCL pairs are mined per rank, or across ranks with ``ddp_gather``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .baseline import Baseline
+from .config import dump_config
+from .context import Context, RunResult, make_contrastive
+from .outputs import evaluate, jsonable, write_csv, write_outputs
+from .report import ProgressBar
+
+__all__ = ["run_meta", "train", "warmup_factor"]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up of the FTCL weight: ``(step + 1) / warmup_steps`` capped at 1 (0 steps = full weight).
+
+    Contrastive terms at full weight from the first step stalled training in the calibration runs
+    (``SYNTHETIC_NOTES.md``), hence the ramp.
+
+    Args:
+        step: the 0-based optimizer step of this run.
+        warmup_steps: the ramp length.
+
+    Returns:
+        The factor in ``(0, 1]``.
+    """
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)
+
+
+def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
+    """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
+    cfg = ctx.config
+    batch_size = int(cfg["optim"]["batch_size"])
+    generator = torch.Generator().manual_seed(int(cfg["train"].get("seed", 0)) * 1_000_003 + epoch)
+    if cfg["data"].get("sampler", "random") == "class_pair":
+        from ftcl_plugin.data import ClassPairSampler
+
+        return [list(map(int, b)) for b in ClassPairSampler(labels, batch_size, generator=generator)]
+    order = torch.randperm(labels.shape[0], generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _shard(indices: list[int], rank: int, world: int) -> list[int]:
+    """This rank's contiguous share of a global batch (rank 0 takes the first ceil(B / world))."""
+    per = math.ceil(len(indices) / world)
+    return indices[rank * per:(rank + 1) * per]
+
+
+def _gather(ctx: Context, embedding: Tensor, attention: Tensor, labels: Tensor, lengths: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """All-gather the FTCL inputs across ranks (differentiable), so pairs are mined over the global batch.
+
+    Every rank then computes the same FTCL loss on the whole batch; the all-gather's backward sums the ranks'
+    gradients into each rank's own videos, and the gradient average afterwards divides by the world size, so the
+    update equals the single-process one. Ranks whose local batches differ in shape (a short last batch) fall
+    back to mining within the rank.
+    """
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    shape = torch.tensor(list(embedding.shape), dtype=torch.int64)
+    shapes = [torch.zeros_like(shape) for _ in range(ctx.world)]
+    dist.all_gather(shapes, shape)
+    if any(not torch.equal(s, shape) for s in shapes):
+        return embedding, attention, labels, lengths
+    embedding = torch.cat(dist_fn.all_gather(embedding), dim=0)
+    attention = torch.cat(dist_fn.all_gather(attention), dim=0)
+    gathered = []
+    for tensor in (labels, lengths):
+        parts = [torch.zeros_like(tensor) for _ in range(ctx.world)]
+        dist.all_gather(parts, tensor)
+        gathered.append(torch.cat(parts, dim=0))
+    return embedding, attention, gathered[0], gathered[1]
+
+
+def _average_gradients(model: nn.Module, world: int) -> None:
+    import torch.distributed as dist
+
+    for param in model.parameters():
+        if param.requires_grad:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            dist.all_reduce(param.grad)
+            param.grad.div_(world)
+
+
+def _broadcast_parameters(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor, src=0)
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load model weights from a run checkpoint or a bare state_dict; FTCL heads may be absent."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("ftcl.")]
+    unexpected = [k for k in unexpected if not k.startswith("ftcl.")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+
+
+def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None, resume: bool = False,
+          epochs: int | None = None, best_on_test: bool = False, plot: bool = True,
+          contrastive: Callable[[int], nn.Module] | None = None, label: str = "") -> RunResult:
+    """Train one arm, evaluate it and write its outputs under ``out``.
+
+    Args:
+        ctx: the run context.
+        out: the output folder.
+        ftcl: add the contrastive loss.
+        init_from: a checkpoint to start from (fresh optimizer, step 0).
+        resume: continue from ``out/checkpoints/last.pt``.
+        epochs: epochs to train (default: ``train.epochs``).
+        best_on_test: evaluate every epoch and also report the best epoch (labelled).
+        plot: write ``plot.png``.
+        contrastive: factory ``E -> module`` replacing FTCL (ablations, soft-DTW); ``None`` = FTCL from config.
+        label: the row name in the printed table.
+
+    Returns:
+        The :class:`RunResult`.
+    """
+    cfg = ctx.config
+    train_cfg = cfg["train"]
+    seed = int(train_cfg.get("seed", 0))
+    epochs = int(epochs if epochs is not None else train_cfg["epochs"])
+    cap = int(train_cfg.get("iterations", 0) or 0)
+    eval_every = int(train_cfg.get("eval_every", 0) or 0)
+    warmup = int(cfg.get("ftcl", {}).get("warmup_steps", 0))
+    scale = float(cfg["data"].get("input_scale", 1.0))
+    main_rank = ctx.rank == 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+
+    torch.manual_seed(seed)
+    model = ctx.build_model(cfg.get("model", {}) | {"_all": cfg}, num_classes=len(ctx.class_names),
+                            feature_dim=ctx.feature_dim)
+    if ftcl:
+        # The README's first line: the FTCL heads become part of the model before the optimizer is built.
+        model.ftcl = (contrastive or (lambda e: make_contrastive(ctx, e)))(model.embedding_dim)
+    if init_from is not None:
+        _load_weights(model, init_from)
+    model.to(ctx.device)
+    if ctx.world > 1:
+        _broadcast_parameters(model)
+    # The training stream (dropout) is reseeded after every parameter is built, so arms that differ only by an
+    # extra loss (and so by extra heads drawn at construction) see the same dropout masks. Ranks differ.
+    torch.manual_seed(seed * 1_000_003 + 104_729 + 7919 * ctx.rank)
+    optim_cfg = cfg["optim"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg["lr"]),
+                                 betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
+                                 weight_decay=float(optim_cfg.get("weight_decay", 0.0)))
+
+    step, start_epoch, start_batch, history, best, partial = 0, 0, 0, [], None, {}
+    last_path = out / "checkpoints" / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}.")
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
+        _set_generator_states(model, state["generators"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
+        history, best = list(state["history"]), state.get("best") or None
+        partial = dict(state.get("partial", {}))
+        if history and history[-1].get("partial"):
+            history.pop()  # the partial epoch's row is rewritten when the epoch completes
+    dump_config(cfg | {"run": run_meta(ftcl, init_from, epochs, label)}, out / "config.json")
+
+    labels_all = ctx.train_split(0).labels
+    per_epoch = len(_batches(ctx, labels_all, 0))
+    total = min(epochs * per_epoch, cap) if cap else epochs * per_epoch
+    bar = ProgressBar(total, label or ctx.name, enabled=main_rank)
+    bar.update(step)
+    started = time.perf_counter()
+    last_eval: dict[str, Any] | None = None
+    epoch = start_epoch
+    while epoch < epochs and (not cap or step < cap):
+        split = ctx.train_split(epoch)
+        batches = _batches(ctx, split.labels, epoch)
+        # Sums of a partly trained epoch survive a stop at the iteration cap, so a resumed epoch logs one row.
+        sums: dict[str, float] = dict(partial.get("sums", {}))
+        count, correct, seen = (int(partial.get(k, 0)) for k in ("count", "correct", "seen"))
+        stopped_at = None
+        model.train()
+        for index, batch_ids in enumerate(batches):
+            if index < start_batch:
+                continue
+            if cap and step >= cap:
+                stopped_at = index
+                break
+            parts, hits = _step(ctx, model, optimizer, split, _shard(batch_ids, ctx.rank, ctx.world), step,
+                                ftcl=ftcl, warmup=warmup, scale=scale)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            correct += hits[0]
+            seen += hits[1]
+            step += 1
+            bar.update(step, f"loss {parts['loss']:.3f}")
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": step}
+        row.update({key: value / max(count, 1) for key, value in sums.items()})
+        row["train_accuracy"] = correct / max(seen, 1)
+        if stopped_at is not None:
+            # Stopped by the iteration cap inside an epoch: log the partial epoch (replaced if resumed) and keep
+            # its sums so a resumed run continues the same row.
+            row["partial"] = 1
+            start_batch = stopped_at
+            partial = {"sums": sums, "count": count, "correct": correct, "seen": seen}
+        else:
+            start_batch, partial = 0, {}
+        is_last = epoch + 1 == epochs or bool(cap and step >= cap)
+        if main_rank and (is_last or best_on_test or (eval_every and (epoch + 1) % eval_every == 0)):
+            last_eval = evaluate(ctx, model)
+            row["test_cmap"] = last_eval["cmap"]
+            row.update({f"mAP {k}": v for k, v in last_eval["summary"].items()})
+            if best_on_test and (best is None or last_eval["average_mAP"] > best["average_mAP"]):
+                best = {"epoch": epoch + 1, **jsonable(last_eval)}
+                torch.save({"model": model.state_dict()}, out / "checkpoints" / "best.pt")
+        history.append(row)
+        if stopped_at is None:
+            epoch += 1
+        rng = _rng_states(ctx)
+        if main_rank:
+            _save(last_path, model, optimizer, rng, step, epoch, start_batch, history, best, partial)
+            write_csv(out / "metrics.csv", history)
+        if ctx.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if stopped_at is not None:
+            break
+    bar.close()
+    if last_eval is None and main_rank:
+        last_eval = evaluate(ctx, model)
+    seconds = time.perf_counter() - started
+    result = RunResult(out=out, last=last_eval or {}, best=best, history=history, steps=step, seconds=seconds,
+                       label=label)
+    if main_rank:
+        write_outputs(ctx, model, result, label=label, plot=plot)
+    return result
+
+
+def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split: Any, ids: list[int], step: int,
+          *, ftcl: bool, warmup: int, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
+    from ftcl_plugin.data import collate_videos
+
+    batch = collate_videos([split[i] for i in ids])
+    features = batch.features.to(ctx.device) * scale
+    labels = batch.labels.to(ctx.device)
+    lengths = batch.lengths.to(ctx.device)
+    output = model(features, lengths)
+    loss, parts = model.loss(output, labels, step)
+    logged = {key: float(value) for key, value in parts.items()}
+    logged["base_loss"] = float(loss.detach())
+    if ftcl:
+        embedding, attention = output.embedding, model.ftcl_attention(output)
+        pair_labels, pair_lengths = labels, lengths
+        if ctx.world > 1 and ctx.ddp_gather:
+            embedding, attention, pair_labels, pair_lengths = _gather(ctx, embedding, attention, labels, lengths)
+        weight = warmup_factor(step, warmup)
+        if hasattr(model.ftcl, "forward_terms"):
+            terms = model.ftcl.forward_terms(embedding, attention, pair_labels, lengths=pair_lengths)
+            extra = terms.loss
+            logged.update({"fsd": float(terms.fsd.detach()), "lcs": float(terms.lcs.detach()),
+                           "positive_pairs": float(terms.num_positive_pairs),
+                           "negative_pairs": float(terms.num_negative_pairs)})
+        else:
+            extra = model.ftcl(embedding, attention, pair_labels, lengths=pair_lengths)
+        # The README's second line, with the warm-up factor.
+        loss = loss + weight * extra
+        logged.update({"ftcl_loss": float(extra.detach()), "ftcl_weight": weight})
+    logged["loss"] = float(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    if torch.isfinite(loss):
+        loss.backward()
+        if ctx.world > 1:
+            _average_gradients(model, ctx.world)
+        optimizer.step()
+        logged["skipped"] = 0.0
+    else:
+        # As the reference implementations do: a non-finite loss skips the update (counted in the metrics).
+        logged["skipped"] = 1.0
+    with torch.no_grad():
+        top1 = output.video_scores.argmax(dim=1)
+        hits = int(labels.gather(1, top1[:, None]).gt(0).sum())
+    return logged, (hits, len(ids))
+
+
+def run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str) -> dict[str, Any]:
+    """The ``run`` table written into ``config.json`` beside the resolved config."""
+    return {"ftcl": ftcl, "init_from": str(init_from) if init_from else None, "epochs": epochs, "label": label}
+
+
+def _rng_states(ctx: Context) -> list[Tensor]:
+    """Every rank's CPU RNG state (a collective under DDP: all ranks must call it)."""
+    rng = [torch.get_rng_state()]
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        rng = [torch.zeros_like(rng[0]) for _ in range(ctx.world)]
+        dist.all_gather(rng, torch.get_rng_state())
+    return rng
+
+
+def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
+          batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+             "generators": _generator_states(model), "step": step,
+             "epoch": epoch, "batch": batch, "history": history, "best": best or {},
+             "partial": partial}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _generator_states(model: nn.Module) -> dict[str, Tensor]:
+    """States of every ``torch.Generator`` held by a submodule (e.g. FTCL's pair miner), for exact resumption."""
+    states = {}
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.Generator):
+                states[f"{prefix}:{attr}"] = value.get_state()
+    return states
+
+
+def _set_generator_states(model: nn.Module, states: dict[str, Tensor]) -> None:
+    modules = dict(model.named_modules())
+    for key, state in states.items():
+        prefix, attr = key.rsplit(":", 1)
+        getattr(modules[prefix], attr).set_state(state)
