@@ -179,6 +179,18 @@ def test_round_trip_every_layout(tmp_path, tiny):
             assert open_dataset(root, split, layout=layout, num_segments=None).videos == ref.videos
 
 
+def test_wtalc_files_match_the_upstream_layout(tmp_path, tiny):
+    # W-TALC's own files store duration as (N, 1) and ship Ambiguous_test.txt; its evaluator needs both.
+    root = generate(tmp_path / "w", layout="wtalc", **TINY)
+    annotations = root / "Thumos14reduced-Annotations"
+    duration = np.load(annotations / "duration.npy")
+    assert duration.ndim == 2 and duration.shape[1] == 1
+    assert (annotations / "Ambiguous_test.txt").is_file()
+    expected = WtalcFeatures(root, "test", num_segments=None).durations
+    np.save(annotations / "duration.npy", duration[:, 0])  # a flat (N,) array is read the same way
+    assert np.array_equal(WtalcFeatures(root, "test", num_segments=None).durations, expected)
+
+
 def test_converters_round_trip(tmp_path, tiny):
     cola = convert(tiny, tmp_path / "cola", source_layout="acmnet", destination_layout="cola")
     wtalc = convert(cola, tmp_path / "wtalc", source_layout="cola", destination_layout="wtalc")

@@ -419,7 +419,8 @@ def _read_wtalc(root: Path, dataset_name: str) -> dict[str, Any]:
         raise ValueError(f"W-TALC features {features_path} have {len(features)} entries, but videoname.npy has "
                          f"{count}.")
     try:
-        arrays["duration"] = [float(d) for d in raw["duration"]]
+        # W-TALC stores (N, 1); (N,) is accepted too
+        arrays["duration"] = [float(d) for d in np.asarray(raw["duration"], dtype=np.float64).reshape(count)]
         arrays["segments"] = [[[float(s), float(e)] for s, e in video] for video in raw["segments"]]
         arrays["labels"] = [[_io.as_text(label) for label in video] for video in raw["labels"]]
     except (TypeError, ValueError) as error:

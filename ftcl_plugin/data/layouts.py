@@ -108,7 +108,8 @@ def _write_wtalc(root: Path, ground_truth: Mapping[str, Any], splits: Mapping[st
     arrays = {
         "videoname": np.array([v.encode("utf-8") for v in videos], dtype=bytes),
         "subset": np.array([e["subset"].encode("utf-8") for e in entries], dtype=bytes),
-        "duration": np.array([float(e["duration"]) for e in entries], dtype=np.float64),
+        # (N, 1), as W-TALC's own files store it (its evaluator indexes duration[i][0])
+        "duration": np.array([[float(e["duration"])] for e in entries], dtype=np.float64).reshape(-1, 1),
         "classlist": np.array([c.encode("utf-8") for c in _io.class_names_of(ground_truth)], dtype=bytes),
         "segments": _object_array(segment_lists),
         "labels": _object_array(label_lists),
@@ -116,6 +117,8 @@ def _write_wtalc(root: Path, ground_truth: Mapping[str, Any], splits: Mapping[st
     }
     for name, array in arrays.items():
         _io.atomic_save(annotations / f"{name}.npy", array)
+    # W-TALC's evaluator opens this list of ambiguous test intervals; gt.json has none to write.
+    (annotations / "Ambiguous_test.txt").touch()
     stacked = _object_array([np.asarray(features(split, v), dtype=np.float32) for split, v in order])
     _io.atomic_save(root / f"{dataset_name}-I3D-JOINTFeatures.npy", stacked)
 
