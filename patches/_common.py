@@ -242,6 +242,27 @@ def _is_under(path: str | None, root: Path) -> bool:
         return False
 
 
+def session_factory(spec: UpstreamSpec) -> Callable[..., UpstreamSession]:
+    """The ``session`` function of the patch for ``spec``: every patch module exposes the same one.
+
+    Args:
+        spec: the upstream the sessions check for.
+
+    Returns:
+        ``session(root, *, device="cpu", allow_unsupported=False)``, which builds the (not yet entered)
+        :class:`UpstreamSession` for a checkout of that upstream; enter it with ``with``.
+    """
+
+    def session(root: str | os.PathLike[str], *, device: str | torch.device = "cpu",
+                allow_unsupported: bool = False) -> UpstreamSession:
+        return UpstreamSession(root, spec, device=device, allow_unsupported=allow_unsupported)
+
+    session.__doc__ = (f"An :class:`~patches._common.UpstreamSession` for a {spec.short} checkout (enter it with "
+                       "``with``); ``device`` is where the upstream's ``.cuda()`` calls put tensors, "
+                       "``allow_unsupported`` warns instead of raising on another commit.")
+    return session
+
+
 class UpstreamSession:
     """Context manager that makes one upstream checkout importable, runnable on today's stack, and then forgets it.
 

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import FTCLAttachment, UpstreamSession, UpstreamSpec, check_signature, require_attribute
+from ._common import (
+    FTCLAttachment,
+    UpstreamSession,
+    UpstreamSpec,
+    check_signature,
+    require_attribute,
+    session_factory,
+)
 
 __all__ = ["SPEC", "Upstream", "attach", "build_args", "load", "session"]
 
@@ -45,19 +51,7 @@ SPEC = UpstreamSpec(
 )
 
 
-def session(root: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-            allow_unsupported: bool = False) -> UpstreamSession:
-    """An :class:`~patches._common.UpstreamSession` for an ACM-Net checkout (enter it with ``with``).
-
-    Args:
-        root: the checkout.
-        device: where the upstream's tensors go.
-        allow_unsupported: warn instead of raising on another commit.
-
-    Returns:
-        The (not yet entered) session.
-    """
-    return UpstreamSession(root, SPEC, device=device, allow_unsupported=allow_unsupported)
+session = session_factory(SPEC)
 
 
 class Upstream(types.SimpleNamespace):

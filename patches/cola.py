@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import types
 from typing import Any
 
@@ -30,6 +29,7 @@ from ._common import (
     UpstreamSpec,
     check_signature,
     require_attribute,
+    session_factory,
 )
 
 __all__ = ["SPEC", "Upstream", "attach", "embedding_dim", "load", "session"]
@@ -52,19 +52,7 @@ SPEC = UpstreamSpec(
 )
 
 
-def session(root: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-            allow_unsupported: bool = False) -> UpstreamSession:
-    """An :class:`~patches._common.UpstreamSession` for a CoLA checkout (enter it with ``with``).
-
-    Args:
-        root: the checkout.
-        device: where the upstream's tensors go (its ``.cuda()`` calls included).
-        allow_unsupported: warn instead of raising on another commit.
-
-    Returns:
-        The (not yet entered) session.
-    """
-    return UpstreamSession(root, SPEC, device=device, allow_unsupported=allow_unsupported)
+session = session_factory(SPEC)
 
 
 class Upstream(types.SimpleNamespace):

@@ -40,6 +40,7 @@ from ._common import (
     UpstreamSpec,
     check_signature,
     require_attribute,
+    session_factory,
 )
 
 __all__ = ["SPEC", "STREAM_DIM", "Upstream", "attach", "load", "session", "write_layout"]
@@ -63,19 +64,7 @@ SPEC = UpstreamSpec(
 )
 
 
-def session(root: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-            allow_unsupported: bool = False) -> UpstreamSession:
-    """An :class:`~patches._common.UpstreamSession` for an STPN-reproduction checkout (enter it with ``with``).
-
-    Args:
-        root: the checkout.
-        device: where the upstream's ``.cuda()`` calls put tensors and the model.
-        allow_unsupported: warn instead of raising on another commit.
-
-    Returns:
-        The (not yet entered) session.
-    """
-    return UpstreamSession(root, SPEC, device=device, allow_unsupported=allow_unsupported)
+session = session_factory(SPEC)
 
 
 class Upstream(types.SimpleNamespace):

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import types
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from ._common import (
     UpstreamSpec,
     check_signature,
     require_attribute,
+    session_factory,
 )
 
 __all__ = ["SPEC", "Upstream", "attach", "label_guided_attention", "load", "parse_args", "session"]
@@ -62,19 +62,7 @@ SPEC = UpstreamSpec(
 )
 
 
-def session(root: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-            allow_unsupported: bool = False) -> UpstreamSession:
-    """An :class:`~patches._common.UpstreamSession` for a W-TALC checkout (enter it with ``with``).
-
-    Args:
-        root: the checkout.
-        device: where the upstream's tensors go (its CUDA default tensor type included).
-        allow_unsupported: warn instead of raising on another commit.
-
-    Returns:
-        The (not yet entered) session.
-    """
-    return UpstreamSession(root, SPEC, device=device, allow_unsupported=allow_unsupported)
+session = session_factory(SPEC)
 
 
 class Upstream(types.SimpleNamespace):
