@@ -195,7 +195,20 @@ def _check_header(path: Path) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-class AcmNetFeatures(_FeatureDataset):
+class _GtJsonDataset(_FeatureDataset):
+    """A layout whose ground truth is ``<root>/gt.json`` and whose splits are ``<root>/split_{train,test}.txt``
+    (ACM-Net and CoLA); subclasses say where a video's features are."""
+
+    def __init__(self, root: str | os.PathLike, split: Split, *, num_segments: int | None = 750,
+                 sampling: Sampling | None = None, seed: int | None = None, skip_missing: bool = False) -> None:
+        super().__init__(root, split, num_segments=num_segments, sampling=sampling, seed=seed,
+                         skip_missing=skip_missing)
+        ground_truth = _io.load_ground_truth(self.root / "gt.json")
+        videos = _io.read_split(self.root / f"split_{split}.txt")
+        self._setup(ground_truth, videos, str(self.root))
+
+
+class AcmNetFeatures(_GtJsonDataset):
     """The ACM-Net / FTCL-release layout: ``<root>/{train,test}/<video>.npy`` of shape (T, D).
 
     ``<root>/gt.json`` holds the ground truth, ``<root>/split_{train,test}.txt`` the video names per split.
@@ -232,14 +245,6 @@ class AcmNetFeatures(_FeatureDataset):
         ((32, 16), True)
     """
 
-    def __init__(self, root: str | os.PathLike, split: Split, *, num_segments: int | None = 750,
-                 sampling: Sampling | None = None, seed: int | None = None, skip_missing: bool = False) -> None:
-        super().__init__(root, split, num_segments=num_segments, sampling=sampling, seed=seed,
-                         skip_missing=skip_missing)
-        ground_truth = _io.load_ground_truth(self.root / "gt.json")
-        videos = _io.read_split(self.root / f"split_{split}.txt")
-        self._setup(ground_truth, videos, str(self.root))
-
     def _path(self, video: str) -> Path:
         return self.root / self.split / f"{video}.npy"
 
@@ -252,7 +257,7 @@ class AcmNetFeatures(_FeatureDataset):
         return _io.load_features(self._path(self.videos[index]), feature_dim=self.feature_dim)
 
 
-class ColaFeatures(_FeatureDataset):
+class ColaFeatures(_GtJsonDataset):
     """The CoLA layout: ``<root>/features/{train,test}/{rgb,flow}/<video>.npy``, each (T, D/2).
 
     The two streams are concatenated RGB first, then flow. Ground truth and splits as in
@@ -278,14 +283,6 @@ class ColaFeatures(_FeatureDataset):
         >>> ColaFeatures(root, "test").feature_dim
         16
     """
-
-    def __init__(self, root: str | os.PathLike, split: Split, *, num_segments: int | None = 750,
-                 sampling: Sampling | None = None, seed: int | None = None, skip_missing: bool = False) -> None:
-        super().__init__(root, split, num_segments=num_segments, sampling=sampling, seed=seed,
-                         skip_missing=skip_missing)
-        ground_truth = _io.load_ground_truth(self.root / "gt.json")
-        videos = _io.read_split(self.root / f"split_{split}.txt")
-        self._setup(ground_truth, videos, str(self.root))
 
     def _paths(self, video: str) -> tuple[Path, Path]:
         base = self.root / "features" / self.split

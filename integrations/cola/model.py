@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from integrations.common.baseline import Baseline, BaselineOutput, check_single_video, to_numpy
+from integrations.common.baseline import (
+    Baseline,
+    BaselineOutput,
+    check_single_video,
+    minmax_over_time,
+    to_numpy,
+)
 
 __all__ = ["CoLA", "build_model", "hard_rings", "masked_topk_mean", "snippet_contrast"]
 
@@ -273,17 +279,9 @@ class CoLA(Baseline):
             ``(cas (T, C), video_scores (C,), attention (T,))`` in ``[0, 1]``.
         """
         check_single_video(output)
-        return (to_numpy(_minmax(output.cas[0])), to_numpy(output.video_scores[0]),
-                to_numpy(_minmax(output.attention[0, :, None])[:, 0]))
+        return (to_numpy(minmax_over_time(output.cas[0])), to_numpy(output.video_scores[0]),
+                to_numpy(minmax_over_time(output.attention[0, :, None])[:, 0]))
 
-
-def _minmax(values: Tensor) -> Tensor:
-    """CoLA's per-column normalisation over time of a ``(T, C)`` sequence (see :meth:`CoLA.inference`)."""
-    low = F.relu(values.min(dim=0).values)
-    high = F.relu(values.max(dim=0).values)
-    span = high - low
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return ((values - low) / span).clamp(0.0, 1.0)
 
 
 def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> CoLA:

@@ -145,3 +145,22 @@ def to_numpy(tensor: Tensor) -> np.ndarray:
         The float64 array.
     """
     return tensor.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def minmax_over_time(values: Tensor) -> Tensor:
+    """CoLA's per-video normalisation over time of a ``(T, C)`` sequence (BASELINES.md 2.4).
+
+    Each column is mapped to [0, 1] between its ReLU'd minimum and maximum; a constant column keeps a span of 1.
+    Shared by the clean-room CoLA's inference and the ``--upstream`` CoLA driver, so both score alike.
+
+    Args:
+        values: ``(T, C)``.
+
+    Returns:
+        ``(T, C)`` in [0, 1].
+    """
+    low = torch.relu(values.min(dim=0).values)
+    high = torch.relu(values.max(dim=0).values)
+    span = high - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return ((values - low) / span).clamp(0.0, 1.0)

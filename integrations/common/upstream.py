@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from patches._common import UpstreamError, check_checkout
 
-from .baseline import Baseline, BaselineOutput, check_single_video, to_numpy
+from .baseline import Baseline, BaselineOutput, check_single_video, minmax_over_time, to_numpy
 
 __all__ = ["NEEDED_LAYOUT", "UpstreamModel", "run_upstream"]
 
@@ -383,14 +383,6 @@ class _RecordingWriter:
         return {key: len(values) for key, values in self.values.items()}
 
 
-def _minmax(values: Tensor) -> Tensor:
-    # CoLA's per-video normalisation over time (core/utils.py minmax_norm, BASELINES.md 2.4).
-    low = torch.relu(values.min(dim=0).values)
-    high = torch.relu(values.max(dim=0).values)
-    span = high - low
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return ((values - low) / span).clamp(0.0, 1.0)
-
 
 def _cola_lr(value: Any) -> float:
     # cfg.LR is a string like '[0.0001]*6000' that main() evaluates; read its first rate without eval.
@@ -473,7 +465,7 @@ def _drive_cola(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
     def run(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         video_scores, _, actionness, cas = net(features)
         # As test_all reads them: min-max normalised CAS and actionness, softmax video scores.
-        return _minmax(cas[0]), video_scores[0], _minmax(actionness[0][:, None])[:, 0]
+        return minmax_over_time(cas[0]), video_scores[0], minmax_over_time(actionness[0][:, None])[:, 0]
 
     return {"model": UpstreamModel("cola", net, run), "history": history, "upstream_evaluation": own,
             "ftcl_steps": len(attachment.history)}
