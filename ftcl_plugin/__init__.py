@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     # facade
     "FTCL": "facade",
     "FTCLTerms": "facade",
+    "FTCLInactiveWarning": "facade",
     # data
     "ClassPairSampler": "data",
     "builtin": "data",
@@ -68,7 +69,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the eager imports
     from .data import ClassPairSampler, builtin
     from .evaluation import DetectionMAP, classification_map, detection_map
-    from .facade import FTCL, FTCLTerms
+    from .facade import FTCL, FTCLInactiveWarning, FTCLTerms
     from .functional import cosine_similarity_matrix, fsd_alignment, fsd_similarity, lcs_length, lcs_path
     from .localization import localize
     from .losses import FSDLoss, FSDTerms, LCSLoss, LCSTerms

@@ -22,6 +22,7 @@ from ._checks import (
     check_flag,
     check_lengths,
     check_number,
+    check_scalar_tensor,
     check_score_matrix,
     check_sequence_features,
 )
@@ -137,11 +138,14 @@ def fsd_alignment(match: Tensor, insert: Tensor, delete: Tensor | None = None, *
     return _dp.fsd_occupancy(match, insert, delete, float(gamma), la, lb)
 
 
-def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool,
+def _lcs_inputs(similarity: Tensor, threshold: float | Tensor, gamma: float, strict: bool,
                 lengths_a: Tensor | None, lengths_b: Tensor | None,
                 validate_args: bool) -> tuple[Tensor | None, Tensor | None]:
     check_score_matrix(similarity, "similarity")
-    check_number(threshold, "threshold")
+    if isinstance(threshold, Tensor):
+        check_scalar_tensor(threshold, "threshold", similarity, "similarity")
+    else:
+        check_number(threshold, "threshold")
     check_number(gamma, "gamma", minimum=0.0)
     check_flag(strict, "strict")
     check_flag(validate_args, "validate_args")
@@ -150,7 +154,7 @@ def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool
     return la, lb
 
 
-def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.0, strict: bool = False,
+def lcs_length(similarity: Tensor, *, threshold: float | Tensor = 0.92, gamma: float = 0.0, strict: bool = False,
                lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
                validate_args: bool = False) -> Tensor:
     r"""Soft longest-common-subsequence length ``R(M, N)`` of Eq. 6, batched over pairs.
@@ -168,7 +172,8 @@ def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.
 
     Args:
         similarity: Snippet similarities c (cosine in the paper).
-        threshold: Match threshold tau (0.92 in the paper).
+        threshold: Match threshold tau (0.92 in the paper): a number, or a 0-dim float tensor on the device of
+            ``similarity`` (e.g. computed from the batch; it gets no gradient, and reading it needs no sync).
         gamma: Smoothing temperature of the non-matching branch, ``>= 0``; 0 is the hard max.
         strict: Match on ``c > tau`` (the authors' release) instead of the paper's ``c >= tau``.
         lengths_a: True lengths of the first sequences; ``None`` means all M.
@@ -194,7 +199,8 @@ def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.
         tensor([1.8800])
     """
     la, lb = _lcs_inputs(similarity, threshold, gamma, strict, lengths_a, lengths_b, validate_args)
-    return _dp.lcs(similarity, float(threshold), strict, float(gamma), la, lb)
+    threshold = threshold.detach() if isinstance(threshold, Tensor) else float(threshold)
+    return _dp.lcs(similarity, threshold, strict, float(gamma), la, lb)
 
 
 def lcs_path(similarity: Tensor, *, threshold: float = 0.92, strict: bool = False,

@@ -19,7 +19,6 @@ from integrations.common.ablation import BothMeasures
 from integrations.common.report import markdown_table, paired_stats
 from integrations.common.runner import main
 from integrations.common.softdtw import SoftDTWContrast, soft_dtw
-from integrations.common.training import warmup_factor
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny runs: 32-snippet clips, batch 4, a learning rate that moves a tiny model within a few steps.
@@ -143,11 +142,6 @@ def test_bad_flags_give_clear_errors(argv: list[str], message: str, capsys: pyte
         _run(argv)
     assert error.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def test_warmup_factor_ramps_linearly() -> None:
-    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert warmup_factor(0, 0) == 1.0
 
 
 def test_soft_dtw_matches_the_recursion() -> None:

@@ -133,7 +133,12 @@ def _init_distributed(device: str) -> tuple[int, int]:
 
 
 def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
-    """The FTCL module of the config's ``[ftcl]`` table (variant and weights; other keys go to ``FTCL``).
+    """The FTCL module of the config's ``[ftcl]`` table: ``FTCL(feature_dim=E, **table)``.
+
+    Every key except ``enabled`` goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``,
+    ``warmup_steps``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
+    ``FSDLoss(E, variant=..., **fsd_loss)`` and ``LCSLoss(variant=..., **lcs_loss)`` (e.g. the paper's exact
+    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``).
 
     Args:
         ctx: the run context.
@@ -142,9 +147,14 @@ def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
     Returns:
         ``FTCL(feature_dim=E, ...)``.
     """
-    from ftcl_plugin import FTCL
+    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
 
-    options = {k: v for k, v in ctx.config.get("ftcl", {}).items() if k not in ("enabled", "warmup_steps")}
+    options = {k: v for k, v in ctx.config.get("ftcl", {}).items() if k != "enabled"}
+    variant = options.get("variant", "paper")
+    if "fsd_loss" in options:
+        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **options["fsd_loss"])
+    if "lcs_loss" in options:
+        options["lcs_loss"] = LCSLoss(variant=variant, **options["lcs_loss"])
     return FTCL(feature_dim=embedding_dim, **options)
 
 

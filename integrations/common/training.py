@@ -1,7 +1,7 @@
 """The training loop of one arm: data order, the FTCL step, DDP helpers, checkpoints and exact resumption.
 
-FTCL is added as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
-``loss = loss + ftcl(embedding, attention, labels)`` every step, scaled by a short linear warm-up. Under ``torchrun``
+FTCL is added exactly as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
+``loss = loss + model.ftcl(embedding, attention, labels)`` every step; its warm-up is FTCL's own. Under ``torchrun``
 gradients are averaged by all-reduce; FTCL pairs are mined per rank, or across ranks with ``ddp_gather``.
 """
 
@@ -22,25 +22,7 @@ from .context import Context, RunResult, make_contrastive
 from .outputs import evaluate, jsonable, write_csv, write_outputs
 from .report import ProgressBar
 
-__all__ = ["run_meta", "train", "warmup_factor"]
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up of the FTCL weight: ``(step + 1) / warmup_steps`` capped at 1 (0 steps = full weight).
-
-    Contrastive terms at full weight from the first step stalled training in the calibration runs
-    (``SYNTHETIC_NOTES.md``), hence the ramp.
-
-    Args:
-        step: the 0-based optimizer step of this run.
-        warmup_steps: the ramp length.
-
-    Returns:
-        The factor in ``(0, 1]``.
-    """
-    if warmup_steps <= 0:
-        return 1.0
-    return min(1.0, (step + 1) / warmup_steps)
+__all__ = ["run_meta", "train"]
 
 
 def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
@@ -145,7 +127,6 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     epochs = int(epochs if epochs is not None else train_cfg["epochs"])
     cap = int(train_cfg.get("iterations", 0) or 0)
     eval_every = int(train_cfg.get("eval_every", 0) or 0)
-    warmup = int(cfg.get("ftcl", {}).get("warmup_steps", 0))
     scale = float(cfg["data"].get("input_scale", 1.0))
     main_rank = ctx.rank == 0
     out.mkdir(parents=True, exist_ok=True)
@@ -177,9 +158,11 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
             raise FileNotFoundError(f"--resume: no checkpoint at {last_path}.")
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
+        if "ftcl" in state and hasattr(model, "ftcl"):
+            # FTCL keeps its state out of the host's state_dict: projections, schedule and miner generator.
+            model.ftcl.load_state_dict(state["ftcl"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
-        _set_generator_states(model, state["generators"])
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
@@ -212,7 +195,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
                 stopped_at = index
                 break
             parts, hits = _step(ctx, model, optimizer, split, _shard(batch_ids, ctx.rank, ctx.world), step,
-                                ftcl=ftcl, warmup=warmup, scale=scale)
+                                ftcl=ftcl, scale=scale)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -264,7 +247,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
 
 
 def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split: Any, ids: list[int], step: int,
-          *, ftcl: bool, warmup: int, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
+          *, ftcl: bool, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
     from ftcl_plugin.data import collate_videos
 
     batch = collate_videos([split[i] for i in ids])
@@ -280,18 +263,8 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
         pair_labels, pair_lengths = labels, lengths
         if ctx.world > 1 and ctx.ddp_gather:
             embedding, attention, pair_labels, pair_lengths = _gather(ctx, embedding, attention, labels, lengths)
-        weight = warmup_factor(step, warmup)
-        if hasattr(model.ftcl, "forward_terms"):
-            terms = model.ftcl.forward_terms(embedding, attention, pair_labels, lengths=pair_lengths)
-            extra = terms.loss
-            logged.update({"fsd": float(terms.fsd.detach()), "lcs": float(terms.lcs.detach()),
-                           "positive_pairs": float(terms.num_positive_pairs),
-                           "negative_pairs": float(terms.num_negative_pairs)})
-        else:
-            extra = model.ftcl(embedding, attention, pair_labels, lengths=pair_lengths)
-        # The README's second line, with the warm-up factor.
-        loss = loss + weight * extra
-        logged.update({"ftcl_loss": float(extra.detach()), "ftcl_weight": weight})
+        # The README's second line, nothing more: the warm-up schedule is FTCL's own.
+        loss = loss + model.ftcl(embedding, attention, pair_labels, lengths=pair_lengths)
     logged["loss"] = float(loss.detach())
     optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(loss):
@@ -303,10 +276,31 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
     else:
         # As the reference implementations do: a non-finite loss skips the update (counted in the metrics).
         logged["skipped"] = 1.0
+    terms = getattr(getattr(model, "ftcl", None), "last_terms", None) if ftcl else None
+    if terms is not None:
+        # Read after the backward pass, which fills in FTCL's gradient share on the embedding.
+        logged.update(ftcl_terms_row(terms))
     with torch.no_grad():
         top1 = output.video_scores.argmax(dim=1)
         hits = int(labels.gather(1, top1[:, None]).gt(0).sum())
     return logged, (hits, len(ids))
+
+
+def ftcl_terms_row(terms: Any) -> dict[str, float]:
+    """The metrics row of one step's ``FTCL.last_terms``: the terms, their activity and FTCL's gradient share.
+
+    Args:
+        terms: an ``FTCLTerms`` (or any object with its fields).
+
+    Returns:
+        Floats keyed ``ftcl_loss``, ``fsd``, ``lcs``, ``ftcl_weight``, ``positive_pairs``, ``negative_pairs``,
+        ``fsd_active_fraction``, ``lcs_active_fraction``, ``lcs_threshold``, ``ftcl_grad_ratio``.
+    """
+    names = {"loss": "ftcl_loss", "fsd": "fsd", "lcs": "lcs", "weight": "ftcl_weight",
+             "num_positive_pairs": "positive_pairs", "num_negative_pairs": "negative_pairs",
+             "fsd_active_fraction": "fsd_active_fraction", "lcs_active_fraction": "lcs_active_fraction",
+             "lcs_threshold": "lcs_threshold", "grad_ratio": "ftcl_grad_ratio"}
+    return {key: float(getattr(terms, field)) for field, key in names.items() if hasattr(terms, field)}
 
 
 def run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str) -> dict[str, Any]:
@@ -328,27 +322,11 @@ def _rng_states(ctx: Context) -> list[Tensor]:
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
           batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-             "generators": _generator_states(model), "step": step,
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [], "step": step,
              "epoch": epoch, "batch": batch, "history": history, "best": best or {},
              "partial": partial}
+    if hasattr(model, "ftcl"):
+        state["ftcl"] = model.ftcl.state_dict()
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
-
-
-def _generator_states(model: nn.Module) -> dict[str, Tensor]:
-    """States of every ``torch.Generator`` held by a submodule (e.g. FTCL's pair miner), for exact resumption."""
-    states = {}
-    for prefix, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if isinstance(value, torch.Generator):
-                states[f"{prefix}:{attr}"] = value.get_state()
-    return states
-
-
-def _set_generator_states(model: nn.Module, states: dict[str, Tensor]) -> None:
-    modules = dict(model.named_modules())
-    for key, state in states.items():
-        prefix, attr = key.rsplit(":", 1)
-        getattr(modules[prefix], attr).set_state(state)
