@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -178,6 +182,72 @@ def test_real_ground_truth_layout(shared_data, tmp_path):
     assert int(test.num_snippets[0]) == int(real[video]["duration"] / 0.64)
 
 
+def entries(cache: Path) -> list[str]:
+    """What the cache holds besides its lock files (one small file per dataset, kept)."""
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+
+
+def small_generate(monkeypatch):
+    real_generate = builtin_module.generate
+    monkeypatch.setattr(builtin_module, "generate",
+                        lambda out, **kwargs: real_generate(out, **kwargs, num_train=3, num_test=2, feature_dim=8))
+
+
+KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from ftcl_plugin.data import builtin, cache
+
+def slow(out, **kwargs):
+    (Path(out) / "partial.npy").write_bytes(b"half")
+    Path(sys.argv[2]).write_text("started")
+    time.sleep(120)
+
+cache.generate = slow
+builtin(cache_dir=sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this platform")
+def test_a_killed_build_is_never_used_and_is_cleaned_up(tmp_path, monkeypatch):
+    cache, started = tmp_path / "cache", tmp_path / "started"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(cache), str(started)],
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        for _ in range(1200):  # wait until the child is inside generate() (a watchdog, not a speed check)
+            if started.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "the child build never started"
+    finally:
+        child.kill()  # SIGKILL: no finally block of the child runs
+        child.wait()
+    name = f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+    leftovers = [p for p in cache.iterdir() if p.is_dir()]
+    assert [p.name.startswith(f".{name}.partial-") for p in leftovers] == [True]  # what the kill left behind
+    small_generate(monkeypatch)
+    root = builtin(cache_dir=cache)
+    assert root.name == name and not (root / "partial.npy").exists()
+    assert AcmNetFeatures(root, "train").subset == "validation"
+    assert entries(cache) == [name]  # the interrupted build's folder is gone
+
+
+def test_stale_partials_are_removed_unless_their_builder_lives(tmp_path, monkeypatch):
+    small_generate(monkeypatch)
+    name = f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+    hard = f"thumos14-like_small_hard_acmnet_v{GENERATOR_VERSION}"
+    for folder in (f".{name}.partial-abc", f".{name}.x1y2z3w4", f".{hard}.partial-def"):  # the 2nd: older naming
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "partial.npy").write_bytes(b"half")
+    (tmp_path / f".{hard}.lock").touch()
+    with builtin_module._locked(tmp_path / f".{hard}.lock") as held:  # a live build of the hard dataset
+        assert held
+        builtin(cache_dir=tmp_path)
+        assert entries(tmp_path) == [f".{hard}.partial-def", name]
+    builtin(cache_dir=tmp_path, difficulty="standard", layout="cola")  # any later build cleans it up
+    assert entries(tmp_path) == [name, f"thumos14-like_small_standard_cola_v{GENERATOR_VERSION}"]
+
+
 def test_builtin_caches_atomically(tmp_path, monkeypatch):
     calls = []
     real_generate = builtin_module.generate
@@ -191,7 +261,7 @@ def test_builtin_caches_atomically(tmp_path, monkeypatch):
     assert root.name == f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
     assert builtin(cache_dir=tmp_path) == root and len(calls) == 1
     assert AcmNetFeatures(root, "test").subset == "test"
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary leftovers
+    assert entries(tmp_path) == [root.name]  # no temporary leftovers
 
     def failing(out, **kwargs):
         (Path(out) / "partial.npy").write_bytes(b"x")
@@ -200,7 +270,7 @@ def test_builtin_caches_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin_module, "generate", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         builtin(difficulty="hard", cache_dir=tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+    assert entries(tmp_path) == [root.name]
 
 
 def test_builtin_loses_a_race_gracefully(tmp_path, monkeypatch):
@@ -216,7 +286,7 @@ def test_builtin_loses_a_race_gracefully(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtin_module, "generate", racing)
     root = builtin(cache_dir=tmp_path)
-    assert (root / "winner").exists() and len(list(tmp_path.iterdir())) == 1
+    assert (root / "winner").exists() and entries(tmp_path) == [root.name]
 
 
 def test_cache_root_precedence(monkeypatch, tmp_path):
