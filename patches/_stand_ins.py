@@ -1,6 +1,6 @@
 """No-op stand-ins for packages the upstreams import only to log, print or show progress.
 
-Each is installed in ``sys.modules`` by :class:`patches._common.UpstreamSession` only when the real package cannot be
+Each is installed in ``sys.modules`` by :class:`patches._session.UpstreamSession` only when the real package cannot be
 imported, and removed when the session ends.
 """
 

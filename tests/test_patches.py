@@ -1,7 +1,7 @@
 """Tests of the upstream patch machinery against small stand-in checkouts written here.
 
 CI has no upstream code. The stand-ins below are written for these tests: they expose the interface the pinned
-commits expose (module and class names, signatures, forward outputs and shapes as ``BASELINES.md`` describes them),
+commits expose (module and class names, signatures, forward outputs and shapes as docs/baselines.md describes them),
 with trivial bodies.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
 import sys
 import textwrap
 import types
@@ -26,6 +28,7 @@ if _ROOT not in sys.path:
 
 from patches import _common, acmnet, cola, get, stpn, wtalc  # noqa: E402
 from patches._common import UpstreamError, UpstreamSession, check_checkout  # noqa: E402
+from tests.pickle_payloads import write_malicious, write_object_npy  # noqa: E402
 
 FTCL = pytest.importorskip("ftcl_plugin").FTCL
 
@@ -100,7 +103,19 @@ ACMNET_FILES = {
                 loss = -(torch.log(act_inst_cls) * label).sum(1).mean()
                 return loss, {"act_inst_loss": loss.item()}
     """,
-    "utils/net_evaluation.py": "import numpy as np\nnp.int(3)  # the removed alias, as the upstream uses it\n",
+    "utils/net_evaluation.py": """
+        import numpy as np
+        from joblib import Parallel, delayed
+        np.int(3)  # the removed alias, as the upstream uses it at import
+
+        def compute_average_precision_detection(scores):
+            return float(np.mean(np.array(scores, dtype=np.float)))  # the alias again, inside each task
+
+        def wrapper_compute_average_precision(per_class):
+            # As ANETDetection.wrapper_compute_average_precision: one joblib task per class, n_jobs=10. With joblib
+            # installed, worker processes would run the tasks without the session's aliases.
+            return Parallel(n_jobs=10)(delayed(compute_average_precision_detection)(s) for s in per_class)
+    """,
     "dataset/__init__.py": "",
     "dataset/dataset_class.py": """
         import json, os
@@ -163,7 +178,8 @@ ACMNET_FILES = {
             model.eval()
             for name, x, y, length, duration in dataloader:
                 model(x.to(args.device))
-            return {"test_mAP": 0.25, "test_acc": 0.5}, {}
+            per_class = utils.net_evaluation.wrapper_compute_average_precision([[0.25, 0.25], [0.25]])
+            return {"test_mAP": float(np.mean(per_class)), "test_acc": 0.5}, {}
     """,
 }
 
@@ -185,6 +201,17 @@ def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
 @pytest.fixture
 def acm_checkout(tmp_path: Path) -> Path:
     return write_checkout(tmp_path / "ACM-Net", ACMNET_FILES)
+
+
+@pytest.fixture
+def marker(tmp_path: Path):  # noqa: ANN201
+    """The file a malicious pickle creates if it ever runs; it must never appear."""
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "a pickle in the data ran code"
+
+
+SYSTEM = f"{os.system.__module__}.system"  # how a pickle names os.system (posix.system on Linux)
 
 
 def _labels() -> torch.Tensor:
@@ -237,6 +264,47 @@ def test_session_imports_checkout_and_cleans_up(acm_checkout: Path) -> None:
         assert "cuda" not in vars(torch.Tensor)
     finally:
         sys.modules.pop("utils", None)
+
+
+def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_checkout: Path, tmp_path: Path,
+                                                                      marker: Path) -> None:
+    spec = dataclasses.replace(spec_for(acm_checkout, acmnet.SPEC), pickled=("*-Annotations/*.npy",))
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.arange(3.0))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "X-Annotations").mkdir()
+    evil = write_malicious(tmp_path / "train" / "v.npy", marker)
+    evil_annotation = write_malicious(tmp_path / "X-Annotations" / "segments.npy", marker)
+    labels = write_object_npy(tmp_path / "X-Annotations" / "labels.npy", [["a", "a"], ["b"]], protocol=2)
+    numpy_load = np.load
+    with UpstreamSession(acm_checkout, spec) as up:
+        assert up.spec.pickled == ("*-Annotations/*.npy",)
+        assert np.load(plain).tolist() == [0.0, 1.0, 2.0]
+        assert np.load(str(labels)).tolist() == [["a", "a"], ["b"]]  # declared: restricted unpickling
+        with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet "
+                                             r"session does not unpickle: only the files the upstream's own "
+                                             r"loader reads as pickles \(\*-Annotations/\*\.npy\) are"):
+            np.load(evil)
+        with open(evil, "rb") as handle, pytest.raises(ValueError, match="holds pickled data"):
+            np.load(handle)
+        for call in (lambda: np.load(evil, allow_pickle=True), lambda: np.load(evil_annotation)):
+            with pytest.raises(ValueError, match=rf"The acmnet upstream's file .* holds a pickle that names the "
+                                                 rf"global `{SYSTEM}`; it was refused"):
+                call()
+    assert np.load is numpy_load
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        np.load(labels)  # nothing was widened: numpy's own default is back
+
+
+def test_session_keeps_joblib_work_in_process(acm_checkout: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    # Worker processes start without the session's numpy aliases (np.float, ...); ACM-Net's and CoLA's evaluators
+    # use joblib.Parallel(n_jobs>1), so inside a session its tasks run in this process.
+    tasks = [joblib.delayed(os.getpid)() for _ in range(4)]
+    with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC)):
+        assert joblib.Parallel(n_jobs=4)(tasks) == [os.getpid()] * 4
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(lambda: np.float)() for _ in range(2)) == [float, float]
+    assert os.getpid() not in joblib.Parallel(n_jobs=2)(tasks)  # the default (process) backend is back
 
 
 def test_acmnet_attach_hooks_optimizer_and_loss(acm_checkout: Path) -> None:
@@ -456,6 +524,24 @@ def test_run_upstream_writes_the_clean_room_outputs(acm_checkout: Path, tmp_path
     assert '"average_mAP": 0.25' in report and '"ftcl_steps": 2' in report
     assert "ftcl_loss" in (out / "metrics.csv").read_text().splitlines()[0]
     assert "main_thu" not in sys.modules
+
+
+def test_run_upstream_never_unpickles_the_data(acm_checkout: Path, tmp_path: Path, marker: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pickled .npy among the training features: the upstream's own loader (np.load inside the session) meets
+    # it first. Before, the session made allow_pickle=True the default and this ran the payload.
+    from ftcl_plugin.data.synthetic import generate
+    from integrations.common.runner import main
+
+    data = generate(tmp_path / "data", num_classes=3, num_train=8, num_test=6, feature_dim=16, max_length=40)
+    video = (data / "split_train.txt").read_text().split()[0]
+    evil = write_malicious(data / "train" / f"{video}.npy", marker)
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet session "
+                                         r"does not unpickle"):
+        main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--iterations", "2", "--out",
+                        str(tmp_path / "run"), "--no-plot", "--set", "optim.batch_size=4"])
+    assert "main_thu" not in sys.modules and np.load.__module__ == "numpy"
 
 
 def test_run_upstream_refuses_a_wrong_checkout_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str],

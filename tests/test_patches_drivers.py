@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -21,13 +22,26 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from patches import _common  # noqa: E402
+from tests.pickle_payloads import write_malicious, write_object_npy  # noqa: E402
 
 pytest.importorskip("ftcl_plugin.localization")
 
 COLA_FILES = {
     "core/__init__.py": "",
     "eval/__init__.py": "",
-    "eval/eval_detection.py": "class ANETdetection:\n    pass\n",
+    "eval/eval_detection.py": """
+        import numpy as np
+        from joblib import Parallel, delayed
+
+        def compute_average_precision_detection(scores):
+            return float(np.mean(np.array(scores, dtype=np.float)))  # the removed alias, inside each task
+
+        class ANETdetection:
+            def wrapper_compute_average_precision(self, per_class):
+                # As CoLA's evaluator: Parallel(n_jobs=len(self.activity_index)) over the classes.
+                return Parallel(n_jobs=len(per_class))(
+                    delayed(compute_average_precision_detection)(s) for s in per_class)
+    """,
     "core/config.py": """
         import numpy as np
         from easydict import EasyDict as edict
@@ -101,6 +115,7 @@ COLA_FILES = {
         from core.loss import TotalLoss
         from core.config import cfg
         from core.dataset import NpyFeature
+        from eval.eval_detection import ANETdetection
         from torch.utils.tensorboard import SummaryWriter
         from terminaltables import AsciiTable
 
@@ -121,9 +136,10 @@ COLA_FILES = {
             net.eval()
             for data, label, _, vid, n in test_loader:
                 net(data.cuda())
+            per_class = ANETdetection().wrapper_compute_average_precision([[0.125], [0.125, 0.125]])
             test_info['step'].append(step)
             test_info['test_acc'].append(0.5)
-            test_info['average_mAP'].append(0.125)
+            test_info['average_mAP'].append(float(np.mean(per_class)))
             for t in cfg.TIOU_THRESH:
                 test_info['mAP@{:.1f}'.format(t)].append(0.125)
     """,
@@ -325,3 +341,63 @@ def test_upstream_mode_end_to_end(name: str, files: dict[str, str], layout: str,
         str(checkout.resolve()))]
     assert leftovers == []
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""  # STPN's import-time write is undone
+
+
+@pytest.fixture
+def marker(tmp_path: Path):  # noqa: ANN201
+    """The file a malicious pickle creates if it ever runs; it must never appear."""
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "a pickle in the data ran code"
+
+
+@pytest.mark.parametrize(("name", "files", "layout"), [("cola", COLA_FILES, "cola"), ("wtalc", WTALC_FILES, "wtalc"),
+                                                       ("stpn", STPN_FILES, "acmnet")])
+def test_upstream_mode_never_runs_a_pickle_from_the_data(name: str, files: dict[str, str], layout: str,
+                                                         tmp_path: Path, marker: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftcl_plugin.data.synthetic import generate
+    from integrations.common.runner import main
+
+    data = generate(tmp_path / "data", layout=layout, num_classes=3, num_train=8, num_test=6, feature_dim=16,
+                    max_length=40)
+    if name == "cola":  # a training feature file: the upstream's NpyFeature reads it with np.load
+        video = (data / "split_train.txt").read_text().split()[0]
+        evil = write_malicious(data / "features" / "train" / "rgb" / f"{video}.npy", marker)
+        expected = rf"{re.escape(str(evil))} holds pickled data, which the cola session does not unpickle"
+    elif name == "wtalc":  # labels_all.npy: only W-TALC's own Dataset reads it, as a pickled object array
+        evil = data / "Thumos14reduced-Annotations" / "labels_all.npy"
+        write_malicious(evil, marker, also=[["x"]] * 13)
+        expected = (rf"The wtalc upstream's file {re.escape(str(evil))} holds a pickle that names the global "
+                    rf"`{os.system.__module__}\.system`; it was refused")
+    else:  # STPN's driver reads the training features with our loader to write the reproduction's layout
+        video = (data / "split_train.txt").read_text().split()[0]
+        evil = write_malicious(data / "train" / f"{video}.npy", marker)
+        expected = rf"Feature file {re.escape(str(evil))} holds a pickled object array, which is not read here"
+    checkout = _write(tmp_path / name, files)
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match=expected):
+        main(name, ["--upstream", str(checkout), "--data", str(data), "--iterations", "2", "--out",
+                    str(tmp_path / "run"), "--no-plot", "--set", "optim.batch_size=4"])
+
+
+def test_wtalc_upstream_reads_its_own_pickled_files_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # W-TALC's files as W-TALC ships them: protocol-2 pickles naming numpy.core.multiarray (numpy 1.x paths).
+    from ftcl_plugin.data import load_npy
+    from ftcl_plugin.data.synthetic import generate
+    from integrations.common.runner import main
+
+    data = generate(tmp_path / "data", layout="wtalc", num_classes=3, num_train=8, num_test=6, feature_dim=16,
+                    max_length=40)
+    for path in [data / "Thumos14reduced-I3D-JOINTFeatures.npy",
+                 *(data / "Thumos14reduced-Annotations").glob("labels*.npy"),
+                 data / "Thumos14reduced-Annotations" / "segments.npy"]:
+        old = write_object_npy(path, list(load_npy(path, allow_objects=True)), protocol=2).read_bytes()
+        path.write_bytes(old.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+        assert b"cnumpy.core.multiarray\n" in path.read_bytes()
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    out = tmp_path / "run"
+    assert main("wtalc", ["--upstream", str(_write(tmp_path / "wtalc", WTALC_FILES)), "--data", str(data),
+                          "--iterations", "2", "--out", str(out), "--no-plot", "--set", "optim.batch_size=4"]) == 0
+    assert json.loads((out / "upstream.json").read_text())["steps"] == 2
