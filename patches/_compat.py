@@ -66,7 +66,11 @@ def numpy_compat(undo: _Undo, spec: UpstreamSpec) -> None:
         if alias not in vars(np):
             undo.setattr(np, alias, value)
     original_load = np.load
-    allowed = ", ".join(spec.pickled) or "no file"
+    if spec.pickled:
+        why = (f"it unpickles only the files the upstream's own loader reads as pickles ({', '.join(spec.pickled)}), "
+               f"through a restricted unpickler that cannot run code")
+    else:
+        why = f"the {spec.name} upstream reads no pickled file"
 
     def load(file: Any, mmap_mode: Any = None, allow_pickle: bool = False, fix_imports: bool = True,
              encoding: str = "ASCII", **kwargs: Any) -> Any:
@@ -80,10 +84,8 @@ def numpy_compat(undo: _Undo, spec: UpstreamSpec) -> None:
             if not any(text in str(error) for text in _PICKLE_REFUSALS):
                 raise
             where = os.path.abspath(file) if isinstance(file, (str, os.PathLike)) else repr(file)
-            raise ValueError(
-                f"{where} holds pickled data, which the {spec.name} session does not unpickle: only the files the "
-                f"upstream's own loader reads as pickles ({allowed}) are, and only through a restricted unpickler "
-                f"that cannot run code. A feature file must be a plain numeric array.") from None
+            raise ValueError(f"{where} holds pickled data, which the {spec.name} session does not unpickle ({why}). "
+                             f"A feature file must be a plain numeric array.") from None
 
     undo.setattr(np, "load", load)
 

@@ -282,8 +282,8 @@ def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_check
         assert np.load(plain).tolist() == [0.0, 1.0, 2.0]
         assert np.load(str(labels)).tolist() == [["a", "a"], ["b"]]  # declared: restricted unpickling
         with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet "
-                                             r"session does not unpickle: only the files the upstream's own "
-                                             r"loader reads as pickles \(\*-Annotations/\*\.npy\) are"):
+                                             r"session does not unpickle \(it unpickles only the files the "
+                                             r"upstream's own loader reads as pickles \(\*-Annotations/\*\.npy\)"):
             np.load(evil)
         with open(evil, "rb") as handle, pytest.raises(ValueError, match="holds pickled data"):
             np.load(handle)
@@ -305,6 +305,23 @@ def test_session_keeps_joblib_work_in_process(acm_checkout: Path) -> None:
         assert joblib.Parallel(n_jobs=4)(tasks) == [os.getpid()] * 4
         assert joblib.Parallel(n_jobs=2)(joblib.delayed(lambda: np.float)() for _ in range(2)) == [float, float]
     assert os.getpid() not in joblib.Parallel(n_jobs=2)(tasks)  # the default (process) backend is back
+
+
+def test_an_installed_package_that_fails_to_import_gets_its_stand_in(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # As tensorboard_logger 0.1.0 (a W-TALC requirement) does with protobuf >= 4.
+    (tmp_path / "tensorboard_logger.py").write_text("raise TypeError('Descriptors cannot be created directly.')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorboard_logger", raising=False)
+    from patches._stand_ins import usable
+
+    assert not usable("tensorboard_logger") and usable("numpy")
+    checkout = write_checkout(tmp_path / "W", {"uses_logger.py": "from tensorboard_logger import log_value\n"})
+    spec = dataclasses.replace(wtalc.SPEC, files={}, modules=("uses_logger",))
+    with UpstreamSession(checkout, spec) as up:
+        assert up.stand_ins == ["tensorboard_logger"]
+        assert up.import_module("uses_logger").log_value("loss", 1.0) is None
+    assert "tensorboard_logger" not in sys.modules
 
 
 def test_acmnet_attach_hooks_optimizer_and_loss(acm_checkout: Path) -> None:
@@ -538,7 +555,7 @@ def test_run_upstream_never_unpickles_the_data(acm_checkout: Path, tmp_path: Pat
     evil = write_malicious(data / "train" / f"{video}.npy", marker)
     monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
     with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet session "
-                                         r"does not unpickle"):
+                                         r"does not unpickle \(the acmnet upstream reads no pickled file\)"):
         main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--iterations", "2", "--out",
                         str(tmp_path / "run"), "--no-plot", "--set", "optim.batch_size=4"])
     assert "main_thu" not in sys.modules and np.load.__module__ == "numpy"
