@@ -412,7 +412,7 @@ def plant_in_each_layout(tmp_path: Path, marker: Path) -> dict[str, tuple[Path, 
     return planted
 
 
-REFUSED = rf"holds a pickle that names the global `{os.system.__module__}\.system`; it was refused"
+REFUSED = rf"holds a pickle that asks for the global `{os.system.__module__}\.system`; it was refused"
 
 
 def test_a_malicious_pickle_in_any_layout_is_refused_by_every_loader_path(tmp_path, marker, capsys):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -109,7 +112,7 @@ def test_the_payload_is_live_and_load_npy_refuses_it(tmp_path):
     assert marker.exists()
     marker.unlink()
     name = f"{os.system.__module__}.system"  # posix.system on Linux
-    with pytest.raises(ValueError, match=rf"File .*evil\.npy holds a pickle that names the global `{name}`; it was "
+    with pytest.raises(ValueError, match=rf"File .*evil\.npy holds a pickle that asks for the global `{name}`; it was "
                                          r"refused without being imported or called"):
         load_npy(path, allow_objects=True)
     with pytest.raises(ValueError, match=r"evil\.npy holds a pickled object array, which is not read here"):
@@ -129,14 +132,57 @@ def test_the_payload_is_live_and_load_npy_refuses_it(tmp_path):
 ])
 def test_every_other_global_is_refused(tmp_path, payload, refused):
     path = write_object_npy(tmp_path / "x.npy", [payload])
-    with pytest.raises(ValueError, match=rf"names the global `{refused}`"):
+    with pytest.raises(ValueError, match=rf"asks for the global `{refused}`"):
         load_npy(path, allow_objects=True, kind="W-TALC file")
     assert ("builtins", "eval") not in ADMITTED_GLOBALS and ("os", "system") not in ADMITTED_GLOBALS
 
 
+class Opcodes:
+    """Hand-written pickles of what numpy's constructors could be misused for. Unrestricted, the first crashes
+    the interpreter (SIGSEGV) and the second leaves numpy with a float64 dtype flagged as holding references
+    (numpy raises SystemError), as checked when these were written."""
+
+    @staticmethod
+    def ndarray_over_raw_bytes() -> bytes:
+        # numpy.ndarray((1,), dtype('O8'), b"AAAAAAAA"): raw bytes read as an object pointer (a segfault, or worse)
+        return (b"\x80\x03cnumpy\nndarray\nK\x01\x85cnumpy\ndtype\nU\x02O8\x89\x88\x87R"
+                b"C\x08AAAAAAAA\x87R.")
+
+    @staticmethod
+    def float_dtype_marked_as_object() -> bytes:
+        # an array of dtype 'f8' whose dtype state carries the object flags (63): floats treated as references
+        return (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+                b"(K\x01K\x01\x85cnumpy\ndtype\nU\x02f8\x89\x88\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xff"
+                b"J\xff\xff\xff\xffK?tb\x89U\x08AAAAAAAAtb.")
+
+    @staticmethod
+    def structured_dtype() -> bytes:
+        return b"\x80\x02cnumpy\ndtype\nU\x02V8\x89\x88\x87R."
+
+
+@pytest.mark.parametrize(("name", "refused"), [
+    ("ndarray_over_raw_bytes", r"asks for a call of numpy\.ndarray"),
+    ("float_dtype_marked_as_object", r"asks for a dtype state \(3, '<', None, None, None, -1, -1, 63\)"),
+    ("structured_dtype", r"asks for a numpy.dtype\('V8'\)"),
+])
+def test_numpy_constructors_cannot_be_misused(tmp_path, name, refused):
+    path = tmp_path / f"{name}.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        handle.write(getattr(Opcodes, name)())
+    # In a child process: if a check ever regresses, numpy may crash, which must fail this test, not the suite.
+    code = ("import sys\nfrom ftcl_plugin.data import load_npy\n"
+            "try:\n    load_npy(sys.argv[1], allow_objects=True)\nexcept ValueError as error:\n"
+            "    print(error)\n    sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert re.search(rf"{name}\.npy holds a pickle that {refused}", done.stdout)
+
+
 def test_codecs_encode_is_admitted_for_text_codecs_only(tmp_path):
     path = write_object_npy(tmp_path / "x.npy", [Calls(__import__("_codecs").encode, "abc", "hex")])
-    with pytest.raises(ValueError, match="_codecs.encode is admitted for text with latin1/ascii/utf-8 only"):
+    with pytest.raises(ValueError, match="asks for _codecs.encode for anything but text with latin1/ascii/utf-8"):
         load_npy(path, allow_objects=True)
 
 
@@ -149,7 +195,7 @@ def test_header_and_pickle_must_agree(tmp_path):
     with open(tmp_path / "persistent.npy", "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, {"descr": "|O", "fortran_order": False, "shape": (1,)})
         handle.write(b"\x80\x02U\x01xQ.")  # PERSID: a persistent id the default unpickler would hand on
-    with pytest.raises(ValueError, match=r"holds a pickle that names a persistent id 'x'; it was refused"):
+    with pytest.raises(ValueError, match=r"holds a pickle that asks for a persistent id 'x'; it was refused"):
         load_npy(tmp_path / "persistent.npy", allow_objects=True)
 
 

@@ -288,7 +288,7 @@ def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_check
         with open(evil, "rb") as handle, pytest.raises(ValueError, match="holds pickled data"):
             np.load(handle)
         for call in (lambda: np.load(evil, allow_pickle=True), lambda: np.load(evil_annotation)):
-            with pytest.raises(ValueError, match=rf"The acmnet upstream's file .* holds a pickle that names the "
+            with pytest.raises(ValueError, match=rf"The acmnet upstream's file .* holds a pickle that asks for the "
                                                  rf"global `{SYSTEM}`; it was refused"):
                 call()
     assert np.load is numpy_load

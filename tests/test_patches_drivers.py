@@ -368,7 +368,7 @@ def test_upstream_mode_never_runs_a_pickle_from_the_data(name: str, files: dict[
     elif name == "wtalc":  # labels_all.npy: only W-TALC's own Dataset reads it, as a pickled object array
         evil = data / "Thumos14reduced-Annotations" / "labels_all.npy"
         write_malicious(evil, marker, also=[["x"]] * 13)
-        expected = (rf"The wtalc upstream's file {re.escape(str(evil))} holds a pickle that names the global "
+        expected = (rf"The wtalc upstream's file {re.escape(str(evil))} holds a pickle that asks for the global "
                     rf"`{os.system.__module__}\.system`; it was refused")
     else:  # STPN's driver reads the training features with our loader to write the reproduction's layout
         video = (data / "split_train.txt").read_text().split()[0]

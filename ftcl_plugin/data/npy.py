@@ -3,9 +3,10 @@
 ``numpy.load(..., allow_pickle=True)`` unpickles object arrays with the full :mod:`pickle` machinery, which calls
 whatever global a file names (``os.system`` included). W-TALC's real files are object arrays, of strings, lists of
 numbers and per-video float arrays, so they need *some* unpickling. :func:`load_npy` reads plain arrays with
-``allow_pickle=False`` and object arrays, only when asked, through an unpickler that resolves exactly the globals
-numpy's own array pickles use (under numpy 1.x and 2.x module paths) and a few plain builtin types. Any other
-global is refused before it is looked up, so it is never imported or called.
+``allow_pickle=False`` and object arrays, only when asked, through the restricted unpickler of :mod:`._unpickle`: it resolves only the
+names numpy's own array pickles use (under numpy 1.x and 2.x module paths), each checking its arguments, and a
+few plain builtin types, and checks every state numpy would apply. Any other global is refused before it is
+looked up, so it is never imported or called.
 
 The file is opened without blocking and must be a regular file: a FIFO or a device named like a ``.npy`` file is
 reported, not read.
@@ -13,76 +14,19 @@ reported, not read.
 
 from __future__ import annotations
 
-import codecs
 import io
 import os
-import pickle
 import stat
 from typing import Any
 
 import numpy as np
 
+from ._unpickle import ADMITTED_GLOBALS, Refused, load_object_pickle
+
 __all__ = ["ADMITTED_GLOBALS", "load_npy", "npy_header"]
 
 #: The encodings ``numpy.load`` accepts for Python 2 pickles (others can corrupt numeric data).
 ENCODINGS = ("ASCII", "latin1", "bytes")
-
-
-def _numpy_reconstructors() -> dict[str, Any]:
-    # Taken from numpy's own pickles, so they are the functions of the installed numpy whatever its module layout.
-    plain = np.zeros(1)
-    return {
-        "_reconstruct": np.empty(1, dtype=object).__reduce__()[0],
-        "scalar": np.float64(0.0).__reduce__()[0],
-        "_frombuffer": plain.__reduce_ex__(5)[0],
-    }
-
-
-def _encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for ``bytes``, limited to byte-preserving codecs."""
-    if not isinstance(text, str) or codecs.lookup(encoding).name not in ("latin-1", "iso8859-1", "ascii", "utf-8"):
-        raise pickle.UnpicklingError(f"_codecs.encode is admitted for text with latin1/ascii/utf-8 only, but got "
-                                     f"{type(text).__name__} with {encoding!r}")
-    return text.encode(encoding)
-
-
-def _admitted() -> dict[tuple[str, str], Any]:
-    numpy_functions = _numpy_reconstructors()
-    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for core in ("numpy.core", "numpy._core"):  # numpy 1.x writes numpy.core, numpy 2.x numpy._core
-        table[(f"{core}.multiarray", "_reconstruct")] = numpy_functions["_reconstruct"]
-        table[(f"{core}.multiarray", "scalar")] = numpy_functions["scalar"]
-        table[(f"{core}.numeric", "_frombuffer")] = numpy_functions["_frombuffer"]
-    for builtins in ("builtins", "__builtin__"):  # Python 3 and Python 2 pickles
-        for kind in (set, frozenset, complex, bytearray):
-            table[(builtins, kind.__name__)] = kind
-    table[("_codecs", "encode")] = _encode
-    return table
-
-
-_ADMITTED = _admitted()
-
-#: ``(module, name)`` of every global an object-array pickle may name; everything else is refused.
-ADMITTED_GLOBALS = tuple(sorted(_ADMITTED))
-
-
-class _Refused(pickle.UnpicklingError):
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler whose only reachable globals are :data:`ADMITTED_GLOBALS` (no import happens for others)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ADMITTED[(module, name)]
-        except KeyError:
-            raise _Refused(f"the global `{module}.{name}`") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Refused(f"a persistent id {repr(pid)[:60]}")
 
 
 def open_regular(path: os.PathLike | str, kind: str) -> io.BufferedReader:
@@ -160,10 +104,11 @@ def load_npy(path: str | os.PathLike, *, allow_objects: bool = False, encoding: 
 
     Plain arrays are read with ``allow_pickle=False``. Object arrays are refused unless ``allow_objects`` is True,
     and then unpickled by a restricted unpickler that admits only :data:`ADMITTED_GLOBALS`: numpy's array, dtype and
-    scalar reconstruction (``numpy.core``/``numpy._core`` paths) and the builtin types ``set``, ``frozenset``,
-    ``complex``, ``bytearray`` (lists, tuples, dicts, strings, bytes, numbers and None need no global). That is
-    enough for W-TALC's annotation and feature files; a pickle naming any other global is refused before the
-    global is imported, so nothing in the file runs.
+    scalar reconstruction (``numpy.core``/``numpy._core`` paths, each checking its arguments) and the builtin types
+    ``set``, ``frozenset``, ``complex``, ``bytearray`` (lists, tuples, dicts, strings, bytes, numbers and None need
+    no global), with plain dtypes only and every array and dtype state checked against what numpy writes. That is
+    enough for W-TALC's annotation and feature files; a pickle asking for any other global is refused before the
+    global is imported, so nothing in the file runs, and numpy is never handed raw bytes as object pointers.
 
     Args:
         path: the ``.npy`` file (a regular file; FIFOs and devices are refused without blocking).
@@ -177,8 +122,8 @@ def load_npy(path: str | os.PathLike, *, allow_objects: bool = False, encoding: 
 
     Raises:
         ValueError: naming the file when it is missing, not a regular file, not a ``.npy`` array, an object array
-            while ``allow_objects`` is False, or a pickle that names a refused global (the message names the
-            global).
+            while ``allow_objects`` is False, or a pickle that asks for anything the restricted unpickler refuses
+            (the message names it: a global, a non-plain dtype, a state numpy would not write).
 
     Example:
         >>> import tempfile, numpy as np
@@ -206,10 +151,10 @@ def load_npy(path: str | os.PathLike, *, allow_objects: bool = False, encoding: 
         if not allow_objects:
             raise _object_array_refused(kind, path, dtype)
         try:
-            array = _RestrictedUnpickler(handle, encoding=encoding).load()
-        except _Refused as refused:
+            array = load_object_pickle(handle, encoding)
+        except Refused as refused:
             raise ValueError(
-                f"{kind} {path} holds a pickle that names {refused.what}; it was refused "
+                f"{kind} {path} holds a pickle that asks for {refused.what}; it was refused "
                 f"without being imported or called, because unpickling any global other than numpy's array "
                 f"reconstruction and plain builtin types can run code stored in the file.") from None
         except Exception as error:  # a corrupt pickle can raise nearly anything
