@@ -1,9 +1,5 @@
-"""Tests of the upstream patch machinery against small stand-in checkouts written here.
-
-CI has no upstream code. The stand-ins below are written for these tests: they expose the interface the pinned
-commits expose (module and class names, signatures, forward outputs and shapes as docs/baselines.md describes them),
-with trivial bodies.
-"""
+"""Tests of the upstream patch machinery (checks, session, compatibility, attachment) against the stand-in
+checkouts of ``tests/upstream_stand_ins.py`` (CI has no upstream code)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import hashlib
 import os
 import re
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -29,167 +24,9 @@ if _ROOT not in sys.path:
 from patches import _common, acmnet, cola, get, stpn, wtalc  # noqa: E402
 from patches._common import UpstreamError, UpstreamSession, check_checkout  # noqa: E402
 from tests.pickle_payloads import write_malicious, write_object_npy  # noqa: E402
+from tests.upstream_stand_ins import ACMNET_FILES, write_checkout  # noqa: E402
 
 FTCL = pytest.importorskip("ftcl_plugin").FTCL
-
-# --------------------------------------------------------------------------------------------------------------
-# An ACM-Net-shaped stand-in checkout (same file names, module names, classes and signatures as ispc-lab/ACM-Net
-# @4d38dc6; bodies are minimal).
-
-ACMNET_FILES = {
-    "config/__init__.py": "",
-    "config/model_config.py": """
-        import argparse
-        import numpy as np
-
-        def build_args(dataset=None):
-            parser = argparse.ArgumentParser()
-            parser.add_argument("--batch_size", default=16, type=int)
-            parser.add_argument("--epochs", default=1000, type=int)
-            parser.add_argument("--num_workers", default=6, type=int)
-            parser.add_argument("--without_wandb", action="store_true")
-            args = parser.parse_args()
-            args.dataset = dataset or "THUMOS"
-            args.lr, args.weight_decay = 1e-4, 5e-5
-            args.loss_lamb_1, args.loss_lamb_2, args.loss_lamb_3 = 2e-3, 5e-5, 2e-4
-            args.feature_dim, args.action_cls_num, args.class_name_lst = 2048, 20, []
-            args.tiou_thresholds = np.arange(0.1, 1.0, 0.1)
-            args.sample_segments_num = 750
-            return args
-    """,
-    "model/__init__.py": "",
-    "model/ACMNet.py": """
-        import torch
-        from torch import nn
-
-        class ACMNet(nn.Module):
-            def __init__(self, args):
-                super().__init__()
-                d, c = args.feature_dim, args.action_cls_num
-                self.feature_embedding = nn.Sequential(nn.Conv1d(d, d, 3, padding=1), nn.ReLU())
-                self.att_branch = nn.Conv1d(d, 3, 1)
-                self.snippet_cls = nn.Linear(d, c + 1)
-
-            def forward(self, input_features):
-                emb = self.feature_embedding(input_features.permute(0, 2, 1))
-                att = torch.softmax(self.att_branch(emb).permute(0, 2, 1), dim=2)
-                emb = emb.permute(0, 2, 1)
-                cas = self.snippet_cls(emb)
-                inst = cas * att[:, :, :1]
-                k = max(inst.shape[1] // 8, 1)
-                cls = torch.softmax(inst.topk(k, dim=1).values.mean(1), dim=1)
-                feat = emb.mean(1)
-                p = torch.softmax(inst, dim=2)
-                return cls, cls, cls, feat, feat, feat, att, p, torch.softmax(cas, 2), p, p
-    """,
-    "utils/__init__.py": "",
-    "utils/net_utils.py": """
-        import random
-        import numpy as np
-        import torch
-        from torch import nn
-
-        def set_random_seed(seed=0):
-            random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-
-        class ACMLoss(nn.Module):
-            def __init__(self, lamb1=2e-3, lamb2=5e-5, lamb3=2e-4, dataset="THUMOS14"):
-                super().__init__()
-
-            def forward(self, act_inst_cls, act_cont_cls, act_back_cls, vid_label, temp_att=None,
-                        act_inst_feat=None, act_cont_feat=None, act_back_feat=None, temp_cas=None):
-                label = torch.hstack((vid_label, torch.zeros_like(vid_label[:, :1])))
-                label = label / label.sum(1, keepdim=True)
-                loss = -(torch.log(act_inst_cls) * label).sum(1).mean()
-                return loss, {"act_inst_loss": loss.item()}
-    """,
-    "utils/net_evaluation.py": """
-        import numpy as np
-        from joblib import Parallel, delayed
-        np.int(3)  # the removed alias, as the upstream uses it at import
-
-        def compute_average_precision_detection(scores):
-            return float(np.mean(np.array(scores, dtype=np.float)))  # the alias again, inside each task
-
-        def wrapper_compute_average_precision(per_class):
-            # As ANETDetection.wrapper_compute_average_precision: one joblib task per class, n_jobs=10. With joblib
-            # installed, worker processes would run the tasks without the session's aliases.
-            return Parallel(n_jobs=10)(delayed(compute_average_precision_detection)(s) for s in per_class)
-    """,
-    "dataset/__init__.py": "",
-    "dataset/dataset_class.py": """
-        import json, os
-        import numpy as np
-        import torch
-        from torch.utils.data import Dataset
-
-        class ACMDataset(Dataset):
-            def __init__(self, args, phase="train", sample="random"):
-                self.phase, self.root = phase, args.data_dir
-                with open(os.path.join(self.root, "gt.json")) as f:
-                    self.gt = json.load(f)["database"]
-                with open(os.path.join(self.root, f"split_{phase}.txt")) as f:
-                    self.videos = [line.strip() for line in f if line.strip()]
-                self.index = {name: i for i, name in enumerate(args.class_name_lst)}
-                self.num_classes = args.action_cls_num
-
-            def __len__(self):
-                return len(self.videos)
-
-            def __getitem__(self, i):
-                name = self.videos[i]
-                x = np.load(os.path.join(self.root, self.phase, name + ".npy"))[:24].astype(np.float32)
-                x = np.concatenate([x, np.repeat(x[-1:], 24 - len(x), 0)]) if len(x) < 24 else x
-                y = np.zeros(self.num_classes, dtype=np.float32)
-                for ann in self.gt[name]["annotations"]:
-                    y[self.index[ann["label"]]] = 1
-                if self.phase == "train":
-                    return torch.from_numpy(x), torch.from_numpy(y)
-                return name, torch.from_numpy(x), torch.from_numpy(y), len(x), self.gt[name]["duration"]
-
-        def build_dataset(args, phase="train", sample="random"):
-            return ACMDataset(args, phase, sample)
-    """,
-    "main_thu.py": """
-        import numpy as np
-        import torch
-        import wandb
-        from tqdm import tqdm
-        from config.model_config import build_args
-        from dataset.dataset_class import build_dataset
-        from model.ACMNet import ACMNet
-        from utils.net_utils import set_random_seed, ACMLoss
-        import utils.net_evaluation
-
-        def train(args, model, dataloader, criterion, optimizer):
-            model.train()
-            losses = []
-            for x, y in tqdm(dataloader):
-                out = model(x.to(args.device))
-                loss, parts = criterion(out[0], out[1], out[2], y.to(args.device), out[6], out[3], out[4], out[5],
-                                        out[7])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            return {"train_loss": float(np.mean(losses))}
-
-        def test(args, model, dataloader, criterion, phase="test"):
-            model.eval()
-            for name, x, y, length, duration in dataloader:
-                model(x.to(args.device))
-            per_class = utils.net_evaluation.wrapper_compute_average_precision([[0.25, 0.25], [0.25]])
-            return {"test_mAP": float(np.mean(per_class)), "test_acc": 0.5}, {}
-    """,
-}
-
-
-def write_checkout(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    return root
 
 
 def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
