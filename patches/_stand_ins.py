@@ -1,6 +1,6 @@
 """No-op stand-ins for packages the upstreams import only to log, print or show progress.
 
-Each is installed in ``sys.modules`` by :class:`patches._common.UpstreamSession` only when the real package cannot be
+Each is installed in ``sys.modules`` by :class:`patches._session.UpstreamSession` only when the real package cannot be
 imported, and removed when the session ends.
 """
 
@@ -204,6 +204,16 @@ def _importable(name: str) -> bool:
 
 
 def usable(package: str) -> bool:
-    """Whether ``package`` can be imported as installed (``torch.utils.tensorboard`` needs ``tensorboard``)."""
+    """Whether ``package`` is installed *and* imports (``torch.utils.tensorboard`` needs ``tensorboard``).
+
+    An installed package that fails to import counts as missing, so its stand-in is used: W-TALC's
+    ``tensorboard_logger`` 0.1.0, for one, raises ``TypeError`` on import with protobuf >= 4.
+    """
     # torch.utils.tensorboard exists in every torch but raises on import without the tensorboard package.
-    return _importable("tensorboard") if package == "torch.utils.tensorboard" else _importable(package)
+    if not _importable("tensorboard" if package == "torch.utils.tensorboard" else package):
+        return False
+    try:
+        importlib.import_module(package)
+    except Exception:  # a broken install can raise anything at import
+        return False
+    return True

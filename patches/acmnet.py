@@ -1,6 +1,6 @@
 """Runtime patch for ACM-Net (ispc-lab/ACM-Net @ 4d38dc6): run its THUMOS14 training step with FTCL added.
 
-Where FTCL attaches (``BASELINES.md`` §1.5): the embedding is the output of ``ACMNet.feature_embedding`` (the
+Where FTCL attaches (see ``docs/baselines.md``): the embedding is the output of ``ACMNet.feature_embedding`` (the
 Conv1d k3 + ReLU, before the snippet mask and dropout), caught by a forward hook and transposed to ``(B, T, D)``;
 the action attention is the instance channel of the softmax over ``ACMNet.att_branch``'s three logits, caught by a
 second hook. ``ACMLoss.forward`` receives the video labels as ``vid_label``, so the wrapped loss adds
@@ -23,14 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import (
-    FTCLAttachment,
-    UpstreamSession,
-    UpstreamSpec,
-    check_signature,
-    require_attribute,
-    session_factory,
-)
+from ._attach import FTCLAttachment
+from ._checkout import UpstreamSpec, check_signature, require_attribute
+from ._session import UpstreamSession, session_factory
 
 __all__ = ["SPEC", "Upstream", "attach", "build_args", "load", "session"]
 

@@ -1,6 +1,6 @@
 """Runtime patch for CoLA (zhang-can/CoLA @ d21f1b5): run its training step with FTCL added.
 
-Where FTCL attaches (``BASELINES.md`` §2.5): the embedding is the output of ``Actionness_Module.f_embed`` (Conv1d k3
+Where FTCL attaches (see ``docs/baselines.md``): the embedding is the output of ``Actionness_Module.f_embed`` (Conv1d k3
 + ReLU, before dropout), caught by a forward hook on ``CoLA.actionness_module.f_embed`` and transposed to
 ``(B, T, D)``; the actionness is the class sum of the CAS, caught by a hook on ``actionness_module.f_cls`` (its
 ``(B, C, T)`` output summed over classes, exactly ``actionness`` of the upstream forward). ``TotalLoss.forward``
@@ -22,15 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import (
-    FTCLAttachment,
-    UpstreamError,
-    UpstreamSession,
-    UpstreamSpec,
-    check_signature,
-    require_attribute,
-    session_factory,
-)
+from ._attach import FTCLAttachment
+from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
+from ._session import UpstreamSession, session_factory
 
 __all__ = ["SPEC", "Upstream", "attach", "embedding_dim", "load", "session"]
 

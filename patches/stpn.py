@@ -1,12 +1,12 @@
 """Runtime patch for the STPN reproduction (demianzhang/weakly-action-localization @ 946a812): one stream (RGB or
 flow) per run, as that code trains, with FTCL added to its training step.
 
-Where FTCL attaches (``BASELINES.md`` §4.5): STPN has no learned embedding before its attention, so FTCL reads the
+Where FTCL attaches (see ``docs/baselines.md``): STPN has no learned embedding before its attention, so FTCL reads the
 attention MLP's hidden layer: the output of ``TemporalProposal.relu`` (``(B, T, 256)``), caught by a forward hook;
 the actionness is the attention ``sigmoid(TemporalProposal.fc2(h))``, caught by a hook on ``fc2``. The upstream
 step is ``train_model.run_network(model, data, gpu, criterion)``, which computes ``criterion(outputs, labels)`` plus
 the L1 attention penalty; the patch wraps the ``BCELoss`` instance it is given so that it returns
-``BCE + FTCL(h, attention, labels)``. (With both streams' hidden layers concatenated, as ``BASELINES.md``
+``BCE + FTCL(h, attention, labels)``. (With both streams' hidden layers concatenated, as ``docs/baselines.md``
 recommends, the two streams would have to train in one process; this reproduction trains them separately.)
 
 ``train_model.py`` parses the command line when it is imported and sets ``CUDA_VISIBLE_DEVICES`` from its ``-gpu``
@@ -33,15 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import (
-    FTCLAttachment,
-    UpstreamError,
-    UpstreamSession,
-    UpstreamSpec,
-    check_signature,
-    require_attribute,
-    session_factory,
-)
+from ._attach import FTCLAttachment
+from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
+from ._session import UpstreamSession, session_factory
 
 __all__ = ["SPEC", "STREAM_DIM", "Upstream", "attach", "load", "session", "write_layout"]
 

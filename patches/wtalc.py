@@ -1,6 +1,6 @@
 """Runtime patch for W-TALC (sujoyp/wtalc-pytorch @ 81ea982): run its training iteration with FTCL added.
 
-Where FTCL attaches (``BASELINES.md`` §3.7): the embedding is ``ReLU(Model.fc(x))`` before dropout, caught by a
+Where FTCL attaches (see ``docs/baselines.md``): the embedding is ``ReLU(Model.fc(x))`` before dropout, caught by a
 forward hook on ``Model.fc`` (the ReLU is applied in the hook, as ``Model.forward`` does); the actionness is the
 label-guided maximum of the raw ``Model.classifier`` logits over the video's labelled classes (W-TALC has no
 class-agnostic attention). ``train.train`` computes ``total_loss = Lambda * MILL(...) + (1 - Lambda) * CASL(...)``
@@ -10,7 +10,9 @@ inline, so the patch replaces the module attribute ``train.CASL`` with a wrapper
 ``casloss`` it logs then includes that share. Padded rows (``t >= seq_len``) are excluded through ``lengths``.
 
 The upstream's process-wide ``torch.set_default_tensor_type('torch.cuda.FloatTensor')`` at import follows the
-session's device, and its pickled annotation arrays load through the session's ``allow_pickle`` default.
+session's device. Its pickled arrays (``<name>-Annotations/*.npy``, ``<name>-I3D-JOINTFeatures.npy``, listed in
+``SPEC.pickled``) are the only files the session unpickles, through ``ftcl_plugin.data.load_npy``'s restricted
+unpickler.
 
 Example:
     >>> from patches import wtalc
@@ -29,15 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import (
-    FTCLAttachment,
-    UpstreamError,
-    UpstreamSession,
-    UpstreamSpec,
-    check_signature,
-    require_attribute,
-    session_factory,
-)
+from ._attach import FTCLAttachment
+from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
+from ._session import UpstreamSession, session_factory
 
 __all__ = ["SPEC", "Upstream", "attach", "label_guided_attention", "load", "parse_args", "session"]
 
@@ -59,6 +55,8 @@ SPEC = UpstreamSpec(
     modules=("main", "options", "train", "test", "model", "video_dataset", "utils", "detectionMAP",
              "classificationMAP"),
     optional=("tensorboard_logger",),
+    # video_dataset.Dataset and detectionMAP read these object arrays (labels, segments, per-video features).
+    pickled=("*-Annotations/*.npy", "*-JOINTFeatures.npy"),
 )
 
 

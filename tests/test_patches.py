@@ -1,16 +1,13 @@
-"""Tests of the upstream patch machinery against small stand-in checkouts written here.
-
-CI has no upstream code. The stand-ins below are written for these tests: they expose the interface the pinned
-commits expose (module and class names, signatures, forward outputs and shapes as ``BASELINES.md`` describes them),
-with trivial bodies.
-"""
+"""Tests of the upstream patch machinery (checks, session, compatibility, attachment) against the stand-in
+checkouts of ``tests/upstream_stand_ins.py`` (CI has no upstream code)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -26,154 +23,10 @@ if _ROOT not in sys.path:
 
 from patches import _common, acmnet, cola, get, stpn, wtalc  # noqa: E402
 from patches._common import UpstreamError, UpstreamSession, check_checkout  # noqa: E402
+from tests.pickle_payloads import write_malicious, write_object_npy  # noqa: E402
+from tests.upstream_stand_ins import ACMNET_FILES, write_checkout  # noqa: E402
 
 FTCL = pytest.importorskip("ftcl_plugin").FTCL
-
-# --------------------------------------------------------------------------------------------------------------
-# An ACM-Net-shaped stand-in checkout (same file names, module names, classes and signatures as ispc-lab/ACM-Net
-# @4d38dc6; bodies are minimal).
-
-ACMNET_FILES = {
-    "config/__init__.py": "",
-    "config/model_config.py": """
-        import argparse
-        import numpy as np
-
-        def build_args(dataset=None):
-            parser = argparse.ArgumentParser()
-            parser.add_argument("--batch_size", default=16, type=int)
-            parser.add_argument("--epochs", default=1000, type=int)
-            parser.add_argument("--num_workers", default=6, type=int)
-            parser.add_argument("--without_wandb", action="store_true")
-            args = parser.parse_args()
-            args.dataset = dataset or "THUMOS"
-            args.lr, args.weight_decay = 1e-4, 5e-5
-            args.loss_lamb_1, args.loss_lamb_2, args.loss_lamb_3 = 2e-3, 5e-5, 2e-4
-            args.feature_dim, args.action_cls_num, args.class_name_lst = 2048, 20, []
-            args.tiou_thresholds = np.arange(0.1, 1.0, 0.1)
-            args.sample_segments_num = 750
-            return args
-    """,
-    "model/__init__.py": "",
-    "model/ACMNet.py": """
-        import torch
-        from torch import nn
-
-        class ACMNet(nn.Module):
-            def __init__(self, args):
-                super().__init__()
-                d, c = args.feature_dim, args.action_cls_num
-                self.feature_embedding = nn.Sequential(nn.Conv1d(d, d, 3, padding=1), nn.ReLU())
-                self.att_branch = nn.Conv1d(d, 3, 1)
-                self.snippet_cls = nn.Linear(d, c + 1)
-
-            def forward(self, input_features):
-                emb = self.feature_embedding(input_features.permute(0, 2, 1))
-                att = torch.softmax(self.att_branch(emb).permute(0, 2, 1), dim=2)
-                emb = emb.permute(0, 2, 1)
-                cas = self.snippet_cls(emb)
-                inst = cas * att[:, :, :1]
-                k = max(inst.shape[1] // 8, 1)
-                cls = torch.softmax(inst.topk(k, dim=1).values.mean(1), dim=1)
-                feat = emb.mean(1)
-                p = torch.softmax(inst, dim=2)
-                return cls, cls, cls, feat, feat, feat, att, p, torch.softmax(cas, 2), p, p
-    """,
-    "utils/__init__.py": "",
-    "utils/net_utils.py": """
-        import random
-        import numpy as np
-        import torch
-        from torch import nn
-
-        def set_random_seed(seed=0):
-            random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-
-        class ACMLoss(nn.Module):
-            def __init__(self, lamb1=2e-3, lamb2=5e-5, lamb3=2e-4, dataset="THUMOS14"):
-                super().__init__()
-
-            def forward(self, act_inst_cls, act_cont_cls, act_back_cls, vid_label, temp_att=None,
-                        act_inst_feat=None, act_cont_feat=None, act_back_feat=None, temp_cas=None):
-                label = torch.hstack((vid_label, torch.zeros_like(vid_label[:, :1])))
-                label = label / label.sum(1, keepdim=True)
-                loss = -(torch.log(act_inst_cls) * label).sum(1).mean()
-                return loss, {"act_inst_loss": loss.item()}
-    """,
-    "utils/net_evaluation.py": "import numpy as np\nnp.int(3)  # the removed alias, as the upstream uses it\n",
-    "dataset/__init__.py": "",
-    "dataset/dataset_class.py": """
-        import json, os
-        import numpy as np
-        import torch
-        from torch.utils.data import Dataset
-
-        class ACMDataset(Dataset):
-            def __init__(self, args, phase="train", sample="random"):
-                self.phase, self.root = phase, args.data_dir
-                with open(os.path.join(self.root, "gt.json")) as f:
-                    self.gt = json.load(f)["database"]
-                with open(os.path.join(self.root, f"split_{phase}.txt")) as f:
-                    self.videos = [line.strip() for line in f if line.strip()]
-                self.index = {name: i for i, name in enumerate(args.class_name_lst)}
-                self.num_classes = args.action_cls_num
-
-            def __len__(self):
-                return len(self.videos)
-
-            def __getitem__(self, i):
-                name = self.videos[i]
-                x = np.load(os.path.join(self.root, self.phase, name + ".npy"))[:24].astype(np.float32)
-                x = np.concatenate([x, np.repeat(x[-1:], 24 - len(x), 0)]) if len(x) < 24 else x
-                y = np.zeros(self.num_classes, dtype=np.float32)
-                for ann in self.gt[name]["annotations"]:
-                    y[self.index[ann["label"]]] = 1
-                if self.phase == "train":
-                    return torch.from_numpy(x), torch.from_numpy(y)
-                return name, torch.from_numpy(x), torch.from_numpy(y), len(x), self.gt[name]["duration"]
-
-        def build_dataset(args, phase="train", sample="random"):
-            return ACMDataset(args, phase, sample)
-    """,
-    "main_thu.py": """
-        import numpy as np
-        import torch
-        import wandb
-        from tqdm import tqdm
-        from config.model_config import build_args
-        from dataset.dataset_class import build_dataset
-        from model.ACMNet import ACMNet
-        from utils.net_utils import set_random_seed, ACMLoss
-        import utils.net_evaluation
-
-        def train(args, model, dataloader, criterion, optimizer):
-            model.train()
-            losses = []
-            for x, y in tqdm(dataloader):
-                out = model(x.to(args.device))
-                loss, parts = criterion(out[0], out[1], out[2], y.to(args.device), out[6], out[3], out[4], out[5],
-                                        out[7])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            return {"train_loss": float(np.mean(losses))}
-
-        def test(args, model, dataloader, criterion, phase="test"):
-            model.eval()
-            for name, x, y, length, duration in dataloader:
-                model(x.to(args.device))
-            return {"test_mAP": 0.25, "test_acc": 0.5}, {}
-    """,
-}
-
-
-def write_checkout(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
-    return root
 
 
 def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
@@ -185,6 +38,17 @@ def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
 @pytest.fixture
 def acm_checkout(tmp_path: Path) -> Path:
     return write_checkout(tmp_path / "ACM-Net", ACMNET_FILES)
+
+
+@pytest.fixture
+def marker(tmp_path: Path):  # noqa: ANN201
+    """The file a malicious pickle creates if it ever runs; it must never appear."""
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "a pickle in the data ran code"
+
+
+SYSTEM = f"{os.system.__module__}.system"  # how a pickle names os.system (posix.system on Linux)
 
 
 def _labels() -> torch.Tensor:
@@ -237,6 +101,64 @@ def test_session_imports_checkout_and_cleans_up(acm_checkout: Path) -> None:
         assert "cuda" not in vars(torch.Tensor)
     finally:
         sys.modules.pop("utils", None)
+
+
+def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_checkout: Path, tmp_path: Path,
+                                                                      marker: Path) -> None:
+    spec = dataclasses.replace(spec_for(acm_checkout, acmnet.SPEC), pickled=("*-Annotations/*.npy",))
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.arange(3.0))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "X-Annotations").mkdir()
+    evil = write_malicious(tmp_path / "train" / "v.npy", marker)
+    evil_annotation = write_malicious(tmp_path / "X-Annotations" / "segments.npy", marker)
+    labels = write_object_npy(tmp_path / "X-Annotations" / "labels.npy", [["a", "a"], ["b"]], protocol=2)
+    numpy_load = np.load
+    with UpstreamSession(acm_checkout, spec) as up:
+        assert up.spec.pickled == ("*-Annotations/*.npy",)
+        assert np.load(plain).tolist() == [0.0, 1.0, 2.0]
+        assert np.load(str(labels)).tolist() == [["a", "a"], ["b"]]  # declared: restricted unpickling
+        with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet "
+                                             r"session does not unpickle \(it unpickles only the files the "
+                                             r"upstream's own loader reads as pickles \(\*-Annotations/\*\.npy\)"):
+            np.load(evil)
+        with open(evil, "rb") as handle, pytest.raises(ValueError, match="holds pickled data"):
+            np.load(handle)
+        for call in (lambda: np.load(evil, allow_pickle=True), lambda: np.load(evil_annotation)):
+            with pytest.raises(ValueError, match=rf"The acmnet upstream's file .* holds a pickle that asks for the "
+                                                 rf"global `{SYSTEM}`; it was refused"):
+                call()
+    assert np.load is numpy_load
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        np.load(labels)  # nothing was widened: numpy's own default is back
+
+
+def test_session_keeps_joblib_work_in_process(acm_checkout: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    # Worker processes start without the session's numpy aliases (np.float, ...); ACM-Net's and CoLA's evaluators
+    # use joblib.Parallel(n_jobs>1), so inside a session its tasks run in this process.
+    tasks = [joblib.delayed(os.getpid)() for _ in range(4)]
+    with UpstreamSession(acm_checkout, spec_for(acm_checkout, acmnet.SPEC)):
+        assert joblib.Parallel(n_jobs=4)(tasks) == [os.getpid()] * 4
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(lambda: np.float)() for _ in range(2)) == [float, float]
+    assert os.getpid() not in joblib.Parallel(n_jobs=2)(tasks)  # the default (process) backend is back
+
+
+def test_an_installed_package_that_fails_to_import_gets_its_stand_in(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # As tensorboard_logger 0.1.0 (a W-TALC requirement) does with protobuf >= 4.
+    (tmp_path / "tensorboard_logger.py").write_text("raise TypeError('Descriptors cannot be created directly.')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorboard_logger", raising=False)
+    from patches._stand_ins import usable
+
+    assert not usable("tensorboard_logger") and usable("numpy")
+    checkout = write_checkout(tmp_path / "W", {"uses_logger.py": "from tensorboard_logger import log_value\n"})
+    spec = dataclasses.replace(wtalc.SPEC, files={}, modules=("uses_logger",))
+    with UpstreamSession(checkout, spec) as up:
+        assert up.stand_ins == ["tensorboard_logger"]
+        assert up.import_module("uses_logger").log_value("loss", 1.0) is None
+    assert "tensorboard_logger" not in sys.modules
 
 
 def test_acmnet_attach_hooks_optimizer_and_loss(acm_checkout: Path) -> None:
@@ -456,6 +378,24 @@ def test_run_upstream_writes_the_clean_room_outputs(acm_checkout: Path, tmp_path
     assert '"average_mAP": 0.25' in report and '"ftcl_steps": 2' in report
     assert "ftcl_loss" in (out / "metrics.csv").read_text().splitlines()[0]
     assert "main_thu" not in sys.modules
+
+
+def test_run_upstream_never_unpickles_the_data(acm_checkout: Path, tmp_path: Path, marker: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pickled .npy among the training features: the upstream's own loader (np.load inside the session) meets
+    # it first. Before, the session made allow_pickle=True the default and this ran the payload.
+    from ftcl_plugin.data.synthetic import generate
+    from integrations.common.runner import main
+
+    data = generate(tmp_path / "data", num_classes=3, num_train=8, num_test=6, feature_dim=16, max_length=40)
+    video = (data / "split_train.txt").read_text().split()[0]
+    evil = write_malicious(data / "train" / f"{video}.npy", marker)
+    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet session "
+                                         r"does not unpickle \(the acmnet upstream reads no pickled file\)"):
+        main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--iterations", "2", "--out",
+                        str(tmp_path / "run"), "--no-plot", "--set", "optim.batch_size=4"])
+    assert "main_thu" not in sys.modules and np.load.__module__ == "numpy"
 
 
 def test_run_upstream_refuses_a_wrong_checkout_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str],

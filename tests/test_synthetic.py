@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -11,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ftcl_plugin.data import AcmNetFeatures, builtin, cache_root, generate, make_config
+from ftcl_plugin.data import AcmNetFeatures, builtin, cache_root, generate, load_npy, make_config
 from ftcl_plugin.data import cache as builtin_module
 from ftcl_plugin.data.check import ground_truth_statistics
 from ftcl_plugin.data.synthetic import (
@@ -21,7 +26,7 @@ from ftcl_plugin.data.synthetic import (
     read_metadata,
     synthesize,
 )
-from ftcl_plugin.data.synthetic import _ground_truth as layouts_to_gt
+from ftcl_plugin.data.synthetic.writer import _ground_truth as layouts_to_gt
 
 TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
 
@@ -48,6 +53,56 @@ def test_generation_is_deterministic_and_video_seed_keeps_the_world(tmp_path):
     assert read_metadata(a)["generator_version"] == GENERATOR_VERSION
     other_world = build_world(make_config(world_seed=1))
     assert other_world.phases != build_world(make_config()).phases
+
+
+def dataset_digest(root: Path) -> str:
+    """sha256 over every file of a dataset: array dtype, shape and bytes for ``.npy`` (so the digest does not depend
+    on numpy's header padding or pickle protocol), raw bytes otherwise; ``synthetic.json`` without its
+    ``gt_source`` path."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.suffix == ".npy":
+            array = load_npy(path, allow_objects=True)
+            for item in (list(array) if array.dtype == object else [array]):
+                item = np.asarray(json.dumps(item)) if isinstance(item, list) else np.asarray(item)
+                digest.update(f"{item.dtype}{item.shape}".encode() + np.ascontiguousarray(item).tobytes())
+        elif path.name == "synthetic.json":
+            metadata = json.loads(path.read_text())
+            metadata.pop("gt_source")
+            digest.update(json.dumps(metadata, sort_keys=True).encode())
+        else:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# Digests of the generator's output recorded with the single-module generator (before it was split into
+# config/world/videos/features/writer), on this project's CPU machine: the split must not change one byte. A
+# change here is a generator change, which needs a GENERATOR_VERSION bump.
+GOLDEN = {
+    "acmnet-standard": ({"layout": "acmnet", **TINY},
+                        "ab1e8c01362493532c5b91e2628c67eb35c1908e1fda99cfaef7605ec49bd0eb"),
+    "cola-hard": ({"layout": "cola", "difficulty": "hard", **TINY},
+                  "4a013f9d0bc7d99ecb4fc242aa4e7980cb146a3b57d8e42793f47eb9cfaf979d"),
+    "wtalc-order": ({"layout": "wtalc", "difficulty": "order", **TINY},
+                    "01491c882e3af6aa8ab34a805ea09392f35891a0a7d8c70b418cef159c994da4"),
+    "anet-acmnet": ({"layout": "acmnet", "preset": "activitynet-like", "num_train": 5, "num_test": 3,
+                     "feature_dim": 8, "max_length": 30},
+                    "792bed6697c17e19052c137431b4e9d41c02a9032f3972403e97111ee4332f1b"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN))
+def test_generated_bytes_are_unchanged(tmp_path, case):
+    kwargs, expected = GOLDEN[case]
+    assert dataset_digest(generate(tmp_path / case, **kwargs)) == expected
+
+
+def test_generated_bytes_are_unchanged_with_a_real_gt_source(tmp_path):
+    source = generate(tmp_path / "src", **TINY)
+    root = generate(tmp_path / "x", gt_source=source / "gt.json", feature_dim=8, video_seed=3)
+    # recorded as GOLDEN above
+    assert dataset_digest(root) == "218c405571bea0ff7b1a429a27658a92dea4418e10be0f27a396942d361bcbd9"
 
 
 def test_shared_pool_classes_differ_by_order_or_one_phase():
@@ -178,6 +233,72 @@ def test_real_ground_truth_layout(shared_data, tmp_path):
     assert int(test.num_snippets[0]) == int(real[video]["duration"] / 0.64)
 
 
+def entries(cache: Path) -> list[str]:
+    """What the cache holds besides its lock files (one small file per dataset, kept)."""
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+
+
+def small_generate(monkeypatch):
+    real_generate = builtin_module.generate
+    monkeypatch.setattr(builtin_module, "generate",
+                        lambda out, **kwargs: real_generate(out, **kwargs, num_train=3, num_test=2, feature_dim=8))
+
+
+KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from ftcl_plugin.data import builtin, cache
+
+def slow(out, **kwargs):
+    (Path(out) / "partial.npy").write_bytes(b"half")
+    Path(sys.argv[2]).write_text("started")
+    time.sleep(120)
+
+cache.generate = slow
+builtin(cache_dir=sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this platform")
+def test_a_killed_build_is_never_used_and_is_cleaned_up(tmp_path, monkeypatch):
+    cache, started = tmp_path / "cache", tmp_path / "started"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(cache), str(started)],
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        for _ in range(1200):  # wait until the child is inside generate() (a watchdog, not a speed check)
+            if started.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "the child build never started"
+    finally:
+        child.kill()  # SIGKILL: no finally block of the child runs
+        child.wait()
+    name = f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+    leftovers = [p for p in cache.iterdir() if p.is_dir()]
+    assert [p.name.startswith(f".{name}.partial-") for p in leftovers] == [True]  # what the kill left behind
+    small_generate(monkeypatch)
+    root = builtin(cache_dir=cache)
+    assert root.name == name and not (root / "partial.npy").exists()
+    assert AcmNetFeatures(root, "train").subset == "validation"
+    assert entries(cache) == [name]  # the interrupted build's folder is gone
+
+
+def test_stale_partials_are_removed_unless_their_builder_lives(tmp_path, monkeypatch):
+    small_generate(monkeypatch)
+    name = f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
+    hard = f"thumos14-like_small_hard_acmnet_v{GENERATOR_VERSION}"
+    for folder in (f".{name}.partial-abc", f".{name}.x1y2z3w4", f".{hard}.partial-def"):  # the 2nd: older naming
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "partial.npy").write_bytes(b"half")
+    (tmp_path / f".{hard}.lock").touch()
+    with builtin_module._locked(tmp_path / f".{hard}.lock") as held:  # a live build of the hard dataset
+        assert held
+        builtin(cache_dir=tmp_path)
+        assert entries(tmp_path) == [f".{hard}.partial-def", name]
+    builtin(cache_dir=tmp_path, difficulty="standard", layout="cola")  # any later build cleans it up
+    assert entries(tmp_path) == [name, f"thumos14-like_small_standard_cola_v{GENERATOR_VERSION}"]
+
+
 def test_builtin_caches_atomically(tmp_path, monkeypatch):
     calls = []
     real_generate = builtin_module.generate
@@ -191,7 +312,7 @@ def test_builtin_caches_atomically(tmp_path, monkeypatch):
     assert root.name == f"thumos14-like_small_standard_acmnet_v{GENERATOR_VERSION}"
     assert builtin(cache_dir=tmp_path) == root and len(calls) == 1
     assert AcmNetFeatures(root, "test").subset == "test"
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary leftovers
+    assert entries(tmp_path) == [root.name]  # no temporary leftovers
 
     def failing(out, **kwargs):
         (Path(out) / "partial.npy").write_bytes(b"x")
@@ -200,7 +321,7 @@ def test_builtin_caches_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin_module, "generate", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         builtin(difficulty="hard", cache_dir=tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+    assert entries(tmp_path) == [root.name]
 
 
 def test_builtin_loses_a_race_gracefully(tmp_path, monkeypatch):
@@ -216,7 +337,7 @@ def test_builtin_loses_a_race_gracefully(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtin_module, "generate", racing)
     root = builtin(cache_dir=tmp_path)
-    assert (root / "winner").exists() and len(list(tmp_path.iterdir())) == 1
+    assert (root / "winner").exists() and entries(tmp_path) == [root.name]
 
 
 def test_cache_root_precedence(monkeypatch, tmp_path):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .npy import load_npy, npy_header, open_regular
 
 SECONDS_PER_SNIPPET = 16 / 25  # 16-frame snippets at 25 fps, the I3D time base of every baseline
 SPLITS = ("train", "test")
@@ -23,44 +24,64 @@ FLOAT_KINDS = ("f",)
 
 def load_ground_truth(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a ``gt.json`` (ActivityNet layout); return the parsed dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Ground truth file {path} does not exist.")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"Ground truth file {path} is not valid JSON: {error}") from None
+    data = read_ground_truth_json(path)
     validate_ground_truth(data, str(path))
     return data
 
 
+def read_ground_truth_json(path: str | os.PathLike) -> Any:
+    """Parse a ``gt.json`` without validating it; ``ValueError`` naming the file if it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        with open_regular(path, "Ground truth file") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"Ground truth file {path} is not valid JSON: {error}") from None
+
+
 def validate_ground_truth(data: Any, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` and the video unless ``data`` follows the gt.json layout."""
+    """Raise ``ValueError`` naming ``source`` and the video unless ``data`` follows the gt.json layout.
+
+    The message is the first problem, with a count of the others (``ftcl-data check`` lists them all).
+    """
+    problems = ground_truth_problems(data, source)
+    if problems:
+        more = len(problems) - 1
+        suffix = f" ({more} more problem(s) in {source}; `ftcl-data check` lists them all.)" if more else ""
+        raise ValueError(problems[0][1] + suffix)
+
+
+def ground_truth_problems(data: Any, source: str) -> list[tuple[str | None, str]]:
+    """Every way ``data`` departs from the gt.json layout, as ``(video or None, message)`` pairs (empty if valid)."""
     if not isinstance(data, Mapping) or not isinstance(data.get("database"), Mapping):
-        raise ValueError(f"{source} must be a JSON object with a 'database' object of videos.")
+        return [(None, f"{source} must be a JSON object with a 'database' object of videos.")]
+    problems: list[tuple[str | None, str]] = []
     for video, entry in data["database"].items():
         where = f"{source}: video {video!r}"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{where} must be an object with 'subset', 'duration' and 'annotations'.")
+            problems.append((video, f"{where} must be an object with 'subset', 'duration' and 'annotations'."))
+            continue
         if not isinstance(entry.get("subset"), str):
-            raise ValueError(f"{where} has no string 'subset' (e.g. 'validation' or 'test').")
+            problems.append((video, f"{where} has no string 'subset' (e.g. 'validation' or 'test')."))
         duration = entry.get("duration")
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0 \
                 or not math.isfinite(duration):
-            raise ValueError(f"{where} must have a positive 'duration' in seconds, but got {duration!r}.")
+            problems.append((video, f"{where} must have a positive 'duration' in seconds, but got {duration!r}."))
         annotations = entry.get("annotations", [])
         if not isinstance(annotations, list):
-            raise ValueError(f"{where} has 'annotations' that is not a list.")
+            problems.append((video, f"{where} has 'annotations' that is not a list."))
+            continue
         for annotation in annotations:
             segment = annotation.get("segment") if isinstance(annotation, Mapping) else None
             label = annotation.get("label") if isinstance(annotation, Mapping) else None
             if (not isinstance(segment, (list, tuple)) or len(segment) != 2
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                                for x in segment)):
-                raise ValueError(f"{where} has an annotation without a finite [start, end] 'segment': {annotation!r}.")
+                problems.append((video, f"{where} has an annotation without a finite [start, end] 'segment': "
+                                        f"{annotation!r}."))
             if not isinstance(label, str) or not label:
-                raise ValueError(f"{where} has an annotation without a string 'label': {annotation!r}.")
+                problems.append((video, f"{where} has an annotation without a string 'label': {annotation!r}."))
+    return problems
 
 
 def class_names_of(ground_truth: Mapping[str, Any]) -> list[str]:
@@ -81,10 +102,9 @@ def labels_of(ground_truth: Mapping[str, Any], videos: Iterable[str], class_name
 
 def read_split(path: Path) -> list[str]:
     """Video names of a split file, one per line; blank lines and surrounding spaces ignored."""
-    if not path.is_file():
-        raise ValueError(f"Split file {path} does not exist.")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_regular(path, "Split file") as handle:
+            text = handle.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"Split file {path} cannot be read: {error}") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -100,16 +120,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def feature_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a ``.npy`` file read from its header only (memory-mapped, no data read)."""
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"Feature file {path} does not exist.") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"Feature file {path} is not a readable .npy array: {error}") from None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"Feature file {path} must hold one array, but holds {type(array).__name__}.")
-    return tuple(array.shape), array.dtype
+    """Shape and dtype of a ``.npy`` file read from its header only (no data read, nothing unpickled)."""
+    return npy_header(path, kind="Feature file")
 
 
 def check_feature_array(array: Any, source: str, *, feature_dim: int | None = None) -> np.ndarray:
@@ -131,23 +143,14 @@ def check_feature_array(array: Any, source: str, *, feature_dim: int | None = No
 
 def load_features(path: Path, *, feature_dim: int | None = None) -> np.ndarray:
     """Load one (L, D) ``.npy`` file as float32, never unpickling; every failure names the file."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"Feature file {path} does not exist.") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"Feature file {path} is not a readable .npy array: {error}") from None
+    array = load_npy(path, kind="Feature file")
     return check_feature_array(array, f"Feature file {path}", feature_dim=feature_dim)
 
 
-def load_pickled(path: Path) -> np.ndarray:
-    """Load a W-TALC object array. ``allow_pickle=True`` is used only here, for files the user points at."""
-    if not path.is_file():
-        raise ValueError(f"W-TALC file {path} does not exist.")
-    try:
-        return np.load(path, allow_pickle=True, encoding="latin1")
-    except Exception as error:  # unpickling can raise nearly anything on a corrupt file
-        raise ValueError(f"W-TALC file {path} is not a readable .npy array: {error}") from None
+def load_object_array(path: Path) -> np.ndarray:
+    """Load a W-TALC array (object arrays through the restricted unpickler of :func:`load_npy`)."""
+    # latin1: W-TALC's files were pickled by Python 2, whose str this reads as text
+    return load_npy(path, allow_objects=True, encoding="latin1", kind="W-TALC file")
 
 
 def as_text(value: Any) -> str:

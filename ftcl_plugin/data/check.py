@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
                   fps: float = 25.0, frames_per_snippet: int = 16, tolerance: float = 0.05) -> dict[str, Any]:
     """Check a dataset directory and report problems and statistics instead of raising.
 
-    Reported as errors: a missing or invalid gt.json or split file, split videos absent from the ground truth,
-    missing, unreadable or wrongly shaped feature files, dtypes that are not floating point, NaN/inf, feature
-    dims that differ between videos, RGB/flow length mismatches (CoLA), training videos without annotations,
-    empty splits. Reported as warnings: snippet counts that disagree with ``duration * fps / frames_per_snippet``
+    Reported as errors: a missing or unreadable gt.json or split file, every entry of the gt.json that breaks its
+    layout (each one, not only the first), split videos absent from the ground truth, a video listed twice in a
+    split, missing, unreadable or wrongly shaped feature files (including a FIFO, device or directory named like a
+    feature file, which is reported without being opened for a blocking read, and a pickled object array, which
+    is never unpickled), dtypes that are not floating point, NaN/inf, feature dims that differ between videos,
+    RGB/flow length mismatches (CoLA), training videos without annotations, empty splits. Reported as warnings: snippet counts that disagree with ``duration * fps / frames_per_snippet``
     by more than ``tolerance`` (relative, and at least 2 snippets), segments outside [0, duration], and
     ground-truth videos in no split.
 
@@ -98,13 +101,15 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
     try:
         if layout == "wtalc":
             arrays = _read_wtalc(root, dataset_name)
-            ground_truth = _wtalc_ground_truth(arrays)
+            source = "the W-TALC annotations"
+            ground_truth = _wtalc_ground_truth(arrays, validate=False)
             by_video = {v: i for i, v in enumerate(arrays["videoname"])}
             subsets = set(arrays["subset"])
             splits = {split: [v for v, s in zip(arrays["videoname"], arrays["subset"])
                               if s == _wtalc_subset(split, subsets)] for split in _io.SPLITS}
         else:
-            ground_truth = _io.load_ground_truth(root / "gt.json")
+            source = str(root / "gt.json")
+            ground_truth = _io.read_ground_truth_json(root / "gt.json")
             splits = {}
             for split in _io.SPLITS:
                 try:
@@ -114,7 +119,15 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
     except ValueError as error:
         report.add("ground truth", str(error))
         return finish()
-    database = ground_truth["database"]
+    # Every gt.json problem is reported; the videos they concern are left out of the checks below.
+    invalid: set[str] = set()
+    for video, message in _io.ground_truth_problems(ground_truth, source):
+        report.add("ground truth", message)
+        if video is None:
+            return finish()
+        invalid.add(video)
+    database = {v: e for v, e in ground_truth["database"].items() if v not in invalid}
+    ground_truth = {**ground_truth, "database": database}
     seconds_per_snippet = frames_per_snippet / fps
 
     def reader(split: str, video: str) -> Callable[[], np.ndarray]:
@@ -135,7 +148,12 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
 
     dims: dict[int, str] = {}
     listed: set[str] = set()
-    for split, videos in splits.items():
+    for split, listing in splits.items():
+        for video, count in Counter(listing).items():
+            if count > 1:
+                report.add("listed twice", f"Video {video!r} is listed {count} times in the {split} split (the "
+                           f"loaders refuse a split that lists a video more than once).")
+        videos = list(dict.fromkeys(listing))
         info: dict[str, Any] = {"videos": len(videos)}
         result["splits"][split] = info
         if not videos:
@@ -145,6 +163,8 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
         split_subsets: set[str] = set()
         for video in videos:
             listed.add(video)
+            if video in invalid:
+                continue  # reported with the ground truth's problems
             if video not in database:
                 report.add("not in ground truth", f"Video {video!r} of the {split} split is not in the ground truth.")
                 continue

@@ -42,12 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", dest="destination_layout", choices=LAYOUTS, required=True)
     conv.add_argument("--dataset-name", default=DEFAULT_WTALC_NAME, help="W-TALC file prefix of the source")
     conv.add_argument("--out-dataset-name", default=None, help="W-TALC file prefix of the output")
+    conv.add_argument("--overwrite", action="store_true",
+                      help="replace the content of a non-empty DESTINATION (refused without this flag)")
 
     chk = commands.add_parser("check", help="report missing/corrupt files, mismatches and statistics")
     chk.add_argument("root", type=Path)
     chk.add_argument("--layout", choices=LAYOUTS, default=None,
-                     help="default: detected from the files (features/ -> cola, *-I3D-JOINTFeatures.npy -> wtalc, "
-                          "else acmnet)")
+                     help="default: detected from file names (features/ -> cola; split_*.txt, train/, test/ -> "
+                          "acmnet; <name>-I3D-JOINTFeatures.npy with <name>-Annotations/ -> wtalc); files of more "
+                          "than one layout are refused")
     chk.add_argument("--dataset-name", default=None, help="W-TALC file prefix (default: detected, else "
                      f"{DEFAULT_WTALC_NAME})")
     chk.add_argument("--fps", type=float, default=25.0)
@@ -56,28 +59,55 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def detect_layout(root: Path) -> tuple[str, str | None]:
-    """Guess a dataset's layout from its files, so ``ftcl-data check DIR`` needs no flag.
+def _wtalc_names(root: Path) -> list[str]:
+    # A W-TALC dataset is the pair <name>-I3D-JOINTFeatures.npy + <name>-Annotations/; a lone features file is not.
+    suffix = "-I3D-JOINTFeatures.npy"
+    return sorted(path.name[: -len(suffix)] for path in root.glob(f"*{suffix}")
+                  if (root / f"{path.name[: -len(suffix)]}-Annotations").is_dir())
+
+
+def detect_layout(root: Path, dataset_name: str | None = None) -> tuple[str, str | None]:
+    """Tell a dataset's layout from its file names alone (nothing is opened), so ``ftcl-data check DIR`` needs no
+    flag.
+
+    Candidates: CoLA when ``features/`` exists; ACM-Net when ``split_*.txt``, ``train/`` or ``test/`` exist (and
+    no ``features/``); W-TALC for each ``<name>-I3D-JOINTFeatures.npy`` that has its ``<name>-Annotations/``
+    folder beside it (only ``dataset_name`` when given). One candidate is the answer; none means ACM-Net (whose
+    check then names the missing files); two or more are refused, so a stray file never picks the layout.
 
     Args:
         root: the dataset root.
+        dataset_name: the W-TALC file prefix, if known.
 
     Returns:
-        ``(layout, dataset_name)``: ``"cola"`` when ``root/features`` exists, ``"wtalc"`` (with the file prefix as
-        the dataset name) when a ``*-I3D-JOINTFeatures.npy`` file exists, else ``"acmnet"``; the name is None
-        except for W-TALC.
+        ``(layout, dataset_name)``; the name is None except for W-TALC.
+
+    Raises:
+        ValueError: when the files fit more than one layout (or several W-TALC prefixes), listing the candidates.
 
     Example:
         >>> import tempfile
         >>> detect_layout(Path(tempfile.mkdtemp()))
         ('acmnet', None)
     """
+    candidates: list[tuple[str, str | None, str]] = []
     if (root / "features").is_dir():
-        return "cola", None
-    joint = sorted(root.glob("*-I3D-JOINTFeatures.npy"))
-    if joint:
-        return "wtalc", joint[0].name[: -len("-I3D-JOINTFeatures.npy")]
-    return "acmnet", None
+        candidates.append(("cola", None, "cola (features/)"))
+    else:
+        found = [name for name in ("split_train.txt", "split_test.txt", "train", "test") if (root / name).exists()]
+        if found:
+            candidates.append(("acmnet", None, f"acmnet ({', '.join(found)})"))
+    names = _wtalc_names(root)
+    for name in names if dataset_name is None else [n for n in names if n == dataset_name]:
+        candidates.append(("wtalc", name, f"wtalc ({name}-I3D-JOINTFeatures.npy, {name}-Annotations/)"))
+    if len(candidates) > 1:
+        listed = "; ".join(description for _, _, description in candidates)
+        raise ValueError(f"{root} holds files of more than one dataset layout: {listed}. Pass --layout (and "
+                         f"--dataset-name for W-TALC) to say which one to check.")
+    if not candidates:
+        return "acmnet", None
+    layout, name, _ = candidates[0]
+    return layout, name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,12 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "convert":
             root = convert(args.source, args.destination, source_layout=args.source_layout,
                            destination_layout=args.destination_layout, source_dataset_name=args.dataset_name,
-                           destination_dataset_name=args.out_dataset_name)
+                           destination_dataset_name=args.out_dataset_name, overwrite=args.overwrite)
             print(f"wrote {args.source} ({args.source_layout}) as {args.destination_layout} to {root}")
             return 0
-        layout, dataset_name = detect_layout(args.root)
-        layout = args.layout or layout
-        dataset_name = args.dataset_name or (dataset_name if layout == "wtalc" else None) or DEFAULT_WTALC_NAME
+        layout, dataset_name = args.layout, args.dataset_name
+        if layout is None:
+            layout, dataset_name = detect_layout(args.root, args.dataset_name)
+        elif layout == "wtalc" and dataset_name is None:
+            names = _wtalc_names(args.root)
+            if len(names) > 1:
+                raise ValueError(f"{args.root} holds W-TALC files of several prefixes ({', '.join(names)}); pass "
+                                 f"--dataset-name.")
+            dataset_name = names[0] if names else None
+        dataset_name = dataset_name or DEFAULT_WTALC_NAME
         report = check_dataset(args.root, layout=layout, dataset_name=dataset_name, fps=args.fps,
                                frames_per_snippet=args.frames_per_snippet)
         print(json.dumps(report, indent=1) if args.json else format_report(report))

@@ -182,7 +182,8 @@ class _MissingFeatures(Exception):
 
 
 def _require_file(path: Path) -> None:
-    if not path.is_file():
+    # exists(), not is_file(): a FIFO or directory named like a feature file is an error, not a missing file
+    if not path.exists():
         raise _MissingFeatures(f"Feature file {path} does not exist")
 
 
@@ -326,9 +327,10 @@ class WtalcFeatures(_FeatureDataset):
     "training" subset exists (ActivityNet). Labels, class names and the ground truth come from the segments, so
     class ids agree with the gt.json layouts (W-TALC's own ``labels_all.npy`` is not used).
 
-    These object arrays can only be read with ``allow_pickle=True``, which can run code stored in the file. It is
-    used only for the files under ``root``, which the user points at; never load W-TALC files you did not create
-    or obtain from a source you trust.
+    These object arrays are pickles. They are read with :func:`~ftcl_plugin.data.load_npy`, whose restricted
+    unpickler admits only numpy's array reconstruction and plain builtin types: a file that names any other global
+    (the way a malicious pickle runs code) is refused with a ``ValueError`` naming the file and the global, and
+    nothing in it runs.
 
     Args:
         root: the directory holding the two W-TALC entries.
@@ -394,13 +396,13 @@ WTALC_ARRAYS = ("videoname", "subset", "duration", "segments", "labels", "classl
 
 
 def _read_wtalc(root: Path, dataset_name: str) -> dict[str, Any]:
-    """Load the W-TALC features and annotation arrays (with ``allow_pickle=True``, see :class:`WtalcFeatures`)."""
+    """Load the W-TALC features and annotation arrays (restricted unpickling, see :class:`WtalcFeatures`)."""
     annotations = root / f"{dataset_name}-Annotations"
     features_path = root / f"{dataset_name}-I3D-JOINTFeatures.npy"
-    if not features_path.is_file():
+    if not features_path.exists():
         raise ValueError(f"W-TALC features {features_path} do not exist (is `dataset_name` right?).")
-    raw = {name: _io.load_pickled(annotations / f"{name}.npy") for name in WTALC_ARRAYS}
-    features = _io.load_pickled(features_path)
+    raw = {name: _io.load_object_array(annotations / f"{name}.npy") for name in WTALC_ARRAYS}
+    features = _io.load_object_array(features_path)
     count = len(raw["videoname"])
     arrays: dict[str, Any] = {
         "videoname": [_io.as_text(v) for v in raw["videoname"]],
@@ -429,8 +431,8 @@ def _read_wtalc(root: Path, dataset_name: str) -> dict[str, Any]:
     return arrays
 
 
-def _wtalc_ground_truth(arrays: dict[str, Any]) -> dict[str, Any]:
-    """The gt.json dict equivalent to W-TALC annotation arrays."""
+def _wtalc_ground_truth(arrays: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
+    """The gt.json dict equivalent to W-TALC annotation arrays (validated unless ``validate`` is False)."""
     database = {
         video: {
             "subset": subset,
@@ -441,7 +443,8 @@ def _wtalc_ground_truth(arrays: dict[str, Any]) -> dict[str, Any]:
             arrays["videoname"], arrays["subset"], arrays["duration"], arrays["segments"], arrays["labels"])
     }
     gt = {"version": "wtalc", "database": database}
-    _io.validate_ground_truth(gt, "the W-TALC annotations")
+    if validate:
+        _io.validate_ground_truth(gt, "the W-TALC annotations")
     return gt
 
 

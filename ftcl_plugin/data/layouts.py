@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -125,22 +127,30 @@ def _write_wtalc(root: Path, ground_truth: Mapping[str, Any], splits: Mapping[st
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike, *, source_layout: Layout,
             destination_layout: Layout, source_dataset_name: str = DEFAULT_WTALC_NAME,
-            destination_dataset_name: str | None = None) -> Path:
+            destination_dataset_name: str | None = None, overwrite: bool = False) -> Path:
     """Rewrite a dataset from one layout into another (full-length features, same ground truth and splits).
+
+    The output is written into a temporary folder beside ``destination`` and renamed into place when complete, so
+    an interrupted conversion never leaves a half-written dataset at ``destination``. A ``destination`` that exists
+    and is not empty is refused unless ``overwrite`` is True; then its whole content is replaced (never mixed
+    with the new files).
 
     Args:
         source: the source dataset directory.
-        destination: the output directory.
+        destination: the output directory (absent or empty, or anything with ``overwrite=True``).
         source_layout: the source layout.
         destination_layout: the output layout.
         source_dataset_name: W-TALC file prefix of the source (W-TALC sources only).
         destination_dataset_name: W-TALC file prefix of the output; defaults to ``source_dataset_name``.
+        overwrite: replace a non-empty ``destination``.
 
     Returns:
         ``destination`` as a Path.
 
     Raises:
-        ValueError: for unknown layouts, ``source == destination``, or any loader/writer error (naming the file).
+        ValueError: for unknown layouts, ``destination`` equal to or containing ``source``, a non-empty
+            ``destination`` without ``overwrite``, a ``destination`` that is a file, or any loader/writer error
+            (naming the file).
 
     Example:
         >>> import tempfile
@@ -152,8 +162,18 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *, source
     """
     check_choice(source_layout, "source_layout", LAYOUTS)
     check_choice(destination_layout, "destination_layout", LAYOUTS)
-    if Path(source).resolve() == Path(destination).resolve():
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be a bool, but got {type(overwrite).__name__}.")
+    source, destination = Path(source), Path(destination)
+    if source.resolve() == destination.resolve():
         raise ValueError("`destination` must differ from `source`.")
+    if source.resolve().is_relative_to(destination.resolve()):
+        raise ValueError(f"`destination` {destination} contains `source` {source}; choose another folder.")
+    if destination.exists() and not destination.is_dir():
+        raise ValueError(f"`destination` {destination} is a file, not a folder.")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        raise ValueError(f"`destination` {destination} is not empty; choose an empty or new folder, or pass "
+                         f"overwrite=True (ftcl-data convert --overwrite) to replace its content.")
     kwargs: dict[str, Any] = {"num_segments": None, "sampling": "full"}
     if source_layout == "wtalc":
         kwargs["dataset_name"] = source_dataset_name
@@ -164,6 +184,29 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *, source
     def features(split: str, video: str) -> np.ndarray:
         return datasets[split].read_features(index[split][video])
 
-    return write_dataset(destination, destination_layout, ground_truth,
-                         {split: list(d.videos) for split, d in datasets.items()}, features,
-                         dataset_name=destination_dataset_name or source_dataset_name)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    try:
+        write_dataset(staging, destination_layout, ground_truth,
+                      {split: list(d.videos) for split, d in datasets.items()}, features,
+                      dataset_name=destination_dataset_name or source_dataset_name)
+        _replace_folder(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first and deleted afterwards."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / target.name)
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(old / target.name, target)  # put the previous content back
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -458,7 +458,7 @@ def _drive_cola(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
         own = {"name": "CoLA ANETdetection (main_cola.test_all), mean over tIoU 0.1:0.7",
                "average_mAP": float(test_info["average_mAP"][-1]), "test_acc": float(test_info["test_acc"][-1]),
                **{key: float(values[-1]) for key, values in test_info.items() if key.startswith("mAP@")}}
-    except Exception as error:  # the upstream evaluator has known crash cases (BASELINES.md 2.6)
+    except Exception as error:  # the upstream evaluator has known crash cases (docs/baselines.md)
         own = {"name": "CoLA test_all", "failed": f"{type(error).__name__}: {error}"}
         print(f"[ftcl-upstream] the upstream's own evaluation failed: {own['failed']}")
 
@@ -481,7 +481,9 @@ def _wtalc_eval_annotations(source: Path, copy: Path) -> str:
     Its ``detectionMAP`` also opens ``Ambiguous_test.txt`` and indexes ``duration.npy`` as ``(N, 1)``, as in the
     upstream's own THUMOS14 files; datasets written by other tools may lack the first or store ``(N,)``.
     """
-    duration = np.load(source / "duration.npy")
+    from ftcl_plugin.data import load_npy
+
+    duration = load_npy(source / "duration.npy", kind="W-TALC file")
     if (source / "Ambiguous_test.txt").is_file() and duration.ndim == 2:
         return str(source) + "/"
     copy.mkdir(parents=True, exist_ok=True)
