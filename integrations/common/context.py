@@ -18,7 +18,7 @@ from torch import nn
 
 from .baseline import Baseline
 
-__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "RunResult", "make_contrastive", "prepare"]
+__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "RunResult", "ftcl_from_config", "make_contrastive", "prepare"]
 
 DISPLAY_NAMES = {"acmnet": "ACM-Net", "cola": "CoLA", "wtalc": "W-TALC", "stpn": "STPN"}
 BUILTIN_NAMES = {"thumos14": "thumos14-like", "activitynet": "activitynet-like"}
@@ -132,13 +132,37 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
-    """The FTCL module of the config's ``[ftcl]`` table: ``FTCL(feature_dim=E, **table)``.
+def ftcl_from_config(config: dict[str, Any], embedding_dim: int) -> nn.Module:
+    """The FTCL module of a config's ``[ftcl]`` table: ``FTCL(feature_dim=E, **table)``.
 
     Every key except ``enabled`` goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``,
-    ``warmup_steps``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
+    ``warmup_steps``, ``max_grad_ratio``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
     ``FSDLoss(E, variant=..., **fsd_loss)`` and ``LCSLoss(variant=..., **lcs_loss)`` (e.g. the paper's exact
-    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``).
+    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``). TOML has
+    no null, so ``max_grad_ratio = 0`` stands for ``None`` (no cap).
+
+    Args:
+        config: the resolved config.
+        embedding_dim: ``E``.
+
+    Returns:
+        ``FTCL(feature_dim=E, ...)``.
+    """
+    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
+
+    options = {k: v for k, v in config.get("ftcl", {}).items() if k != "enabled"}
+    variant = options.get("variant", "paper")
+    if "fsd_loss" in options:
+        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **options["fsd_loss"])
+    if "lcs_loss" in options:
+        options["lcs_loss"] = LCSLoss(variant=variant, **options["lcs_loss"])
+    if options.get("max_grad_ratio") == 0:
+        options["max_grad_ratio"] = None
+    return FTCL(feature_dim=embedding_dim, **options)
+
+
+def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
+    """The FTCL module of the run's config (:func:`ftcl_from_config`).
 
     Args:
         ctx: the run context.
@@ -147,15 +171,7 @@ def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
     Returns:
         ``FTCL(feature_dim=E, ...)``.
     """
-    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
-
-    options = {k: v for k, v in ctx.config.get("ftcl", {}).items() if k != "enabled"}
-    variant = options.get("variant", "paper")
-    if "fsd_loss" in options:
-        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **options["fsd_loss"])
-    if "lcs_loss" in options:
-        options["lcs_loss"] = LCSLoss(variant=variant, **options["lcs_loss"])
-    return FTCL(feature_dim=embedding_dim, **options)
+    return ftcl_from_config(ctx.config, embedding_dim)
 
 
 @dataclass
