@@ -48,8 +48,8 @@ class GradientShare:
     Its weight is then capped at ``max_ratio / mean(rho)``, so that the ratio of the two gradients, which
     swings with every batch, averages ``max_ratio`` at most. A call whose weight was 0 cannot measure FTCL, so
     its ``rho`` uses FTCL's running norm. A backward pass in which the host sent no gradient at all to the
-    features sets the next call's weight to 0 and stays out of the mean, so FTCL comes back with the host's
-    gradient. Everything stays on the device.
+    features (a host loss that does not read them, e.g. FTCL given an all_gather copy) has nothing to compare
+    with: it stays out of the mean and the next call is not capped. Everything stays on the device.
 
     Args:
         max_ratio: The cap, ``> 0``; ``None`` measures without capping.
@@ -77,8 +77,7 @@ class GradientShare:
         if self.max_ratio is None or self.rho is None:
             return None
         cap = self.max_ratio / self.rho.clamp(min=1 / self._RHO_LIMIT)
-        cap = torch.where(torch.isnan(cap), torch.full_like(cap, float("inf")), cap)
-        return torch.where(self.silent, torch.zeros_like(cap), cap)
+        return torch.where(torch.isnan(cap) | self.silent.to(cap.device), torch.full_like(cap, float("inf")), cap)
 
     def seed(self, unweighted_norm: Tensor) -> None:
         """Start FTCL's running norm from a norm measured directly (a call whose weight was 0)."""
@@ -130,8 +129,8 @@ class GradientShare:
         own = own_sq.sqrt() / weight.clamp(min=torch.finfo(torch.float64).tiny)
         keep = self.decay
         self.ftcl = torch.where(measured, keep * self.ftcl + (1 - keep) * own, self.ftcl)
-        # A backward pass in which the host sent nothing to the features turns FTCL off for the next call; it
-        # stays out of the mean, so FTCL's weight is back as soon as the host's gradient is.
+        # A backward pass in which the host sent nothing to the features has nothing to compare FTCL with: it
+        # stays out of the mean and lifts the cap for the next call (the facade warns if that persists).
         self.silent = seen & (host_sq == 0)
         counted = seen & (host_sq > 0)
         pull = torch.where(measured, own, self.ftcl)
@@ -155,25 +154,33 @@ class GradientShare:
 
 
 class InactivityMonitor:
-    """Counts consecutive training steps in which a term sent no gradient; warns once per term.
+    """Counts consecutive training steps in which something FTCL relies on was missing; warns once for each.
 
-    A term counts as inactive on a step with at least one positive pair where none of the positive pairs sends
-    it gradient (LCS: no match on any LCS path; FSD: every ranking term saturated). Steps without positive
-    pairs neither count nor reset.
+    - ``"fsd"`` / ``"lcs"``: on a step with at least one positive pair, none of the positive pairs sent the term
+      gradient (LCS: no match on any LCS path; FSD: every ranking term saturated). Steps without positive pairs
+      neither count nor reset.
+    - ``"host"``: the host's own loss sent no gradient at all to ``features`` (so the gradient-share cap has
+      nothing to compare with and is off).
 
     Args:
-        patience: Consecutive inactive steps before the warning.
+        patience: Consecutive steps before the warning (terms); the host check waits ``min(patience, 20)``.
     """
 
     _ADVICE = {
-        "lcs": ("no positive pair has a snippet similarity at the LCS threshold, so every LCS length is 0 and the "
-                "term sends no gradient. The paper's threshold 0.92 was tuned on ACM-Net's embedding; pass "
+        "lcs": ("the LCS term has been inactive for {count} consecutive training steps: no positive pair has a "
+                "snippet similarity at the LCS threshold, so every LCS length is 0 and the term sends no gradient. "
+                "The paper's threshold 0.92 was tuned on ACM-Net's embedding; pass "
                 "lcs_loss=LCSLoss(min_match_fraction=0.05) (FTCL's default) or a lower threshold, or check that "
                 "`features` is the per-snippet embedding."),
-        "fsd": ("every positive pair's FSD ranking terms are saturated (softplus slope < 0.01), so the term sends "
-                "almost no gradient. Try fsd_loss=FSDLoss(feature_dim, length_normalized=True) (FTCL's default), "
+        "fsd": ("the FSD term has been inactive for {count} consecutive training steps: every positive pair's "
+                "ranking terms are saturated (softplus slope < 0.01), so the term sends almost no gradient. Try "
+                "fsd_loss=FSDLoss(feature_dim, length_normalized=True, ranking_temperature=1.0) (FTCL's default), "
                 "a larger ranking_temperature, or harder background proposals "
                 "(background_selector=BackgroundSelector(5, rule='next'))."),
+        "host": ("your loss sent no gradient to `features` in {count} consecutive training steps, so the "
+                 "gradient-share cap has nothing to compare FTCL with and is off (FTCL runs at its ramp weight). "
+                 "Pass FTCL the embedding tensor your loss itself uses (not a copy such as an all_gather result), "
+                 "or FTCL(..., max_grad_ratio=None) to say the cap is not wanted."),
     }
 
     def __init__(self, patience: int) -> None:
@@ -182,24 +189,26 @@ class InactivityMonitor:
         self.warned: set[str] = set()
         self.steps = 0
 
-    def update(self, has_positive: Tensor, active_fractions: dict[str, Tensor]) -> None:
-        """Account one training step; may emit one :class:`FTCLInactiveWarning` per term, ever.
+    def update(self, counted: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Account one training step; may emit one :class:`FTCLInactiveWarning` per name, ever.
 
         Args:
-            has_positive: () bool, the step had at least one positive pair.
-            active_fractions: term name (``"fsd"``, ``"lcs"``) -> () fraction of positive pairs it reached.
+            counted: name -> (``relevant``, ``inactive``), both () bool: a relevant inactive step counts one
+                more, a relevant active one resets, an irrelevant one changes nothing.
         """
-        if self.patience <= 0:
+        if self.patience <= 0 or not counted:
             return
-        for name, fraction in active_fractions.items():
-            count = self.counts.get(name, torch.zeros((), dtype=torch.int64, device=has_positive.device))
-            inactive = has_positive & (fraction <= 0)
-            self.counts[name] = torch.where(inactive, count + 1, torch.where(has_positive, count * 0, count))
+        for name, (relevant, inactive) in counted.items():
+            count = self.counts.get(name, torch.zeros((), dtype=torch.int64, device=relevant.device))
+            self.counts[name] = torch.where(relevant & inactive, count + 1,
+                                            torch.where(relevant, count * 0, count))
         self.steps += 1
-        if has_positive.device.type != "cpu" and self.steps % _CUDA_CHECK_EVERY:
+        first = next(iter(counted.values()))[0]
+        if first.device.type != "cpu" and self.steps % _CUDA_CHECK_EVERY:
             return
         for name, count in self.counts.items():
-            if name not in self.warned and int(count) >= self.patience:
+            limit = min(self.patience, 20) if name == "host" else self.patience
+            if name not in self.warned and int(count) >= limit:
                 self.warned.add(name)
-                warnings.warn(f"FTCL: the {name.upper()} term has been inactive for {int(count)} consecutive "
-                              f"training steps: {self._ADVICE[name]}", FTCLInactiveWarning, stacklevel=4)
+                warnings.warn("FTCL: " + self._ADVICE[name].format(count=int(count)), FTCLInactiveWarning,
+                              stacklevel=4)

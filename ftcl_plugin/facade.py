@@ -100,6 +100,8 @@ class FTCL(nn.Module):
       measures both in every backward pass (a probe on ``features``, no second backward, no device sync) and
       sets each call's cap from running means of the two norms.
 
+    A host whose loss sends no gradient to ``features`` (e.g. FTCL given an all_gather copy) leaves the cap
+    nothing to compare with: FTCL then runs at its ramp weight and warns once.
     ``warmup_steps=0`` and ``max_grad_ratio=None`` turn each off. Calls in ``eval()`` mode or under
     ``torch.no_grad()`` change neither and use the weight of the last training call.
 
@@ -334,8 +336,12 @@ class FTCL(nn.Module):
                            lcs_threshold, grad_ratio)
         self.last_terms = FTCLTerms(*(value.detach() for value in result))
         if learning:
-            active = ({"fsd": fsd_active} if use_fsd else {}) | ({"lcs": lcs_active} if use_lcs else {})
-            self._monitor.update(num_positive > 0, active)
+            has_positive = num_positive > 0
+            counted = ({"fsd": (has_positive, fsd_active <= 0)} if use_fsd else {}) | \
+                ({"lcs": (has_positive, lcs_active <= 0)} if use_lcs else {})
+            if self.max_grad_ratio is not None and self._share.measured:
+                counted["host"] = (torch.ones_like(has_positive), self._share.silent.to(has_positive.device))
+            self._monitor.update(counted)
         return result
 
     def forward(self, features: Tensor, attention: Tensor, labels: Tensor, *,
