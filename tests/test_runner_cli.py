@@ -47,6 +47,9 @@ def _error(run, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:  # 
     ("model.nothing_like_it=1", "unknown config key 'model.nothing_like_it'; [model] has branch_weights, dropout"),
     ("optim=1", "optim is a table, not a value; set one of its keys (optim.batch_size, optim.betas, optim.lr"),
     ("novalue", "an override must look like section.key=value"),
+    ("localization.nms=nope", "the [localization] settings are not valid: `nms` must be one of 'hard', 'soft'"),
+    ("data.test_sampling=nope", "data.test_sampling must be one of random, uniform, full, but got 'nope'."),
+    ("evaluation.preset=nope", "evaluation.preset must be one of thumos14, "),
 ])
 def test_bad_overrides_are_named(override: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     err = _error(lambda argv: main("acmnet", argv), ["--set", override], capsys)

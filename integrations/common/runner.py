@@ -207,6 +207,7 @@ def main(name: str, argv: list[str] | None = None) -> int:
         config = resolve_config(name, args, parser)
     except FileNotFoundError as error:
         parser.error(f"argument --dataset: {error}")
+    _check_config(config, parser)
     out = args.out or default_out(name, args, config)
     try:
         return _run(name, args, parser, config, out)
@@ -242,6 +243,25 @@ def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
             read_checkpoint(args.init_from, "--init-from")
         except CheckpointError as error:
             parser.error(f"argument {error}")
+
+
+def _check_config(config: dict[str, Any], parser: argparse.ArgumentParser) -> None:
+    """Settings read only late in a run (sampling, localization, evaluation) are checked before it starts."""
+    from ftcl_plugin.data.sampling import SAMPLINGS
+    from ftcl_plugin.evaluation import PRESETS
+    from ftcl_plugin.localization import LocalizationConfig
+
+    data = config.get("data", {})
+    for key in ("train_sampling", "test_sampling"):
+        if key in data and data[key] not in SAMPLINGS:
+            parser.error(f"argument --set: data.{key} must be one of {', '.join(SAMPLINGS)}, but got {data[key]!r}.")
+    preset = config.get("evaluation", {}).get("preset", "thumos14")
+    if preset not in PRESETS:
+        parser.error(f"argument --set: evaluation.preset must be one of {', '.join(PRESETS)}, but got {preset!r}.")
+    try:
+        LocalizationConfig(**config.get("localization", {}))
+    except (ValueError, TypeError) as error:
+        parser.error(f"argument --set: the [localization] settings are not valid: {error}")
 
 
 def _run(name: str, args: argparse.Namespace, parser: argparse.ArgumentParser, config: dict[str, Any],
