@@ -35,7 +35,7 @@ from integrations.common.config import apply_overrides, load_config, set_dotted 
 from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, make_contrastive, prepare  # noqa: E402
 from integrations.common.files import RunError, write_json, write_text  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
-from integrations.common.runner import ArgumentParser  # noqa: E402
+from integrations.common.runner import ArgumentParser, check_settings  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
 # Table 5 trains ACM-Net last, so a concurrent table 3 or 4 run has usually pre-trained it by then.
@@ -275,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = "activitynet" if args.table == 2 else args.dataset
     for name in args.baselines if args.table == 5 else ["acmnet"]:
         try:
-            apply_overrides(load_config(name, dataset, builtin_data=args.data is None), args.overrides)
+            config = load_config(name, dataset, builtin_data=args.data is None)
+            apply_overrides(config, args.overrides)
+            check_settings(config)
         except ValueError as error:
             parser.error(f"argument --set: {error}")
     if args.data is not None and not args.data.is_dir():

@@ -146,6 +146,7 @@ def test_resume_command_repeats_the_arguments_with_resume() -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--table", "5", "--set", "optim.lrr=1"], "argument --set: 'optim.lrr=1': unknown config key 'optim.lrr'"),
     (["--table", "3", "--set", "optim.lr=abc"], "optim.lr must be a number"),
+    (["--table", "4", "--set", "localization.nms=nope"], "the [localization] settings are not valid: `nms` must"),
     (["--table", "5", "--work", "{file}"], "argument --work: {file} is a file, not a folder"),
     (["--table", "5", "--results", "{file}/x"], "argument --results: {file} is a file, not a folder"),
     (["--table", "5", "--iterations", "0"], "argument --iterations: expected a positive integer"),

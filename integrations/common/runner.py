@@ -36,7 +36,7 @@ from .report import machine_description, markdown_table, summary_rows
 from .rundir import folder_lock
 from .training import train
 
-__all__ = ["ArgumentParser", "build_parser", "main", "resume_command"]
+__all__ = ["ArgumentParser", "build_parser", "check_settings", "main", "resume_command"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +207,10 @@ def main(name: str, argv: list[str] | None = None) -> int:
         config = resolve_config(name, args, parser)
     except FileNotFoundError as error:
         parser.error(f"argument --dataset: {error}")
-    _check_config(config, parser)
+    try:
+        check_settings(config)
+    except ValueError as error:
+        parser.error(f"argument --set: {error}")
     out = args.out or default_out(name, args, config)
     try:
         return _run(name, args, parser, config, out)
@@ -245,8 +248,15 @@ def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
             parser.error(f"argument {error}")
 
 
-def _check_config(config: dict[str, Any], parser: argparse.ArgumentParser) -> None:
-    """Settings read only late in a run (sampling, localization, evaluation) are checked before it starts."""
+def check_settings(config: dict[str, Any]) -> None:
+    """Check the settings read only late in a run (sampling, evaluation preset, localization) before it starts.
+
+    Args:
+        config: the resolved config.
+
+    Raises:
+        ValueError: naming the setting, its allowed values and what it got.
+    """
     from ftcl_plugin.data.sampling import SAMPLINGS
     from ftcl_plugin.evaluation import PRESETS
     from ftcl_plugin.localization import LocalizationConfig
@@ -254,14 +264,14 @@ def _check_config(config: dict[str, Any], parser: argparse.ArgumentParser) -> No
     data = config.get("data", {})
     for key in ("train_sampling", "test_sampling"):
         if key in data and data[key] not in SAMPLINGS:
-            parser.error(f"argument --set: data.{key} must be one of {', '.join(SAMPLINGS)}, but got {data[key]!r}.")
+            raise ValueError(f"data.{key} must be one of {', '.join(SAMPLINGS)}, but got {data[key]!r}.")
     preset = config.get("evaluation", {}).get("preset", "thumos14")
     if preset not in PRESETS:
-        parser.error(f"argument --set: evaluation.preset must be one of {', '.join(PRESETS)}, but got {preset!r}.")
+        raise ValueError(f"evaluation.preset must be one of {', '.join(PRESETS)}, but got {preset!r}.")
     try:
         LocalizationConfig(**config.get("localization", {}))
     except (ValueError, TypeError) as error:
-        parser.error(f"argument --set: the [localization] settings are not valid: {error}")
+        raise ValueError(f"the [localization] settings are not valid: {error}") from None
 
 
 def _run(name: str, args: argparse.Namespace, parser: argparse.ArgumentParser, config: dict[str, Any],
