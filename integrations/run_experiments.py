@@ -11,12 +11,15 @@ fine-tuned from that checkpoint for the same steps on the same batches; the tabl
 standard deviation over seeds and, above all, the paired difference to the baseline arm (mean, spread, and how many
 seeds agree in sign). Default data: the built-in synthetic benchmark (labelled as such); ``--data`` runs the same on
 real features. Tables are written to ``results/table<N>.md`` and ``.json``.
+
+Runs live under ``--work``, one run folder each (see ``docs/integrations.md``): a finished run with the same
+settings is reused, so an interrupted table continues where it stopped when the same command is run again; a folder
+holding a run with other settings is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -28,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch import nn  # noqa: E402
 
 from integrations.common.compare import paired_compare  # noqa: E402
-from integrations.common.config import load_config, parse_override, set_dotted  # noqa: E402
+from integrations.common.config import apply_overrides, load_config, set_dotted  # noqa: E402
 from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, make_contrastive, prepare  # noqa: E402
+from integrations.common.files import RunError, write_json, write_text  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
+from integrations.common.runner import ArgumentParser, check_settings  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
 # Table 5 trains ACM-Net last, so a concurrent table 3 or 4 run has usually pre-trained it by then.
@@ -73,9 +78,7 @@ def _arms(table: int, ctx_factory: Callable[[], Any]) -> dict[str, Callable[[int
 
 def _config(name: str, args: argparse.Namespace, dataset: str, seed: int) -> dict[str, Any]:
     config = load_config(name, dataset, builtin_data=args.data is None)
-    for text in args.overrides:
-        path, value = parse_override(text)
-        set_dotted(config, path, value)
+    apply_overrides(config, args.overrides)
     set_dotted(config, ["train", "seed"], seed)
     if args.pretrain_epochs is not None:
         set_dotted(config, ["compare", "pretrain_epochs"], args.pretrain_epochs)
@@ -115,7 +118,8 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[table {args.table}] {name} seed {seed} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
             # Pre-training is shared between tables (reused only when the resolved config is identical).
             pretrain = args.work / "pretrain" / dataset / name / f"seed{seed}"
-            report = paired_compare(ctx, out, arms=arms, plot=False, pretrain_dir=pretrain, reuse=True)
+            report = paired_compare(ctx, out, arms=arms, plot=False, pretrain_dir=pretrain, reuse=True,
+                                    overwrite=args.overwrite)
             for arm, result in report["results"].items():
                 runs[name].setdefault(arm, []).append(result.last["summary"])
                 labels.setdefault(name, {})[arm] = result.label
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser.
     """
-    parser = argparse.ArgumentParser(prog="integrations/run_experiments.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="integrations/run_experiments.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=int, choices=[1, 2, 3, 4, 5], required=True)
     parser.add_argument("--seeds", type=_seeds, default=list(range(5)),
                         help="comma-separated seeds or a count N (= 0..N-1); default 5 seeds")
@@ -214,15 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None, metavar="DIR", help="real features (default: built-in)")
     parser.add_argument("--layout", choices=["acmnet", "cola", "wtalc"], default=None)
     parser.add_argument("--dataset", choices=["thumos14", "activitynet"], default="thumos14")
-    parser.add_argument("--pretrain-epochs", type=int, default=None)
-    parser.add_argument("--finetune-epochs", type=int, default=None)
-    parser.add_argument("--iterations", type=int, default=None, help="cap on steps per training run")
+    parser.add_argument("--pretrain-epochs", type=_positive_int, default=None)
+    parser.add_argument("--finetune-epochs", type=_positive_int, default=None)
+    parser.add_argument("--iterations", type=_positive_int, default=None, help="cap on steps per training run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--work", type=Path, default=Path("runs/experiments"), help="folder for the runs")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results",
                         help="folder for the tables")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace runs under --work whose settings differ (default: refuse)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _seeds(text: str) -> list[int]:
@@ -256,20 +272,37 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    for text in args.overrides:
+    dataset = "activitynet" if args.table == 2 else args.dataset
+    for name in args.baselines if args.table == 5 else ["acmnet"]:
         try:
-            parse_override(text)
+            config = load_config(name, dataset, builtin_data=args.data is None)
+            apply_overrides(config, args.overrides)
+            check_settings(config)
         except ValueError as error:
             parser.error(f"argument --set: {error}")
-    collected = run_table(args)
+    if args.data is not None and not args.data.is_dir():
+        parser.error(f"argument --data: {args.data} is not a directory")
+    for flag, folder in (("--work", args.work), ("--results", args.results)):
+        for path in (folder, *folder.parents):
+            if path.exists():
+                if not path.is_dir():
+                    parser.error(f"argument {flag}: {path} is a file, not a folder")
+                break
+    try:
+        collected = run_table(args)
+    except RunError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. Finished runs under {args.work} are kept: run the same command again to continue "
+              "(they are reused).", file=sys.stderr)
+        return 130
     text = format_table(args, collected)
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / f"table{args.table}"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"table": args.table, "seeds": args.seeds, "runs": collected["runs"], "labels": collected["labels"],
-         "meta": collected["meta"], "seconds": collected["seconds"], "machine": machine_description()},
-        indent=2, default=float) + "\n")
+    write_text(stem.with_suffix(".md"), text)
+    write_json(stem.with_suffix(".json"),
+               {"table": args.table, "seeds": args.seeds, "runs": collected["runs"], "labels": collected["labels"],
+                "meta": collected["meta"], "seconds": collected["seconds"], "machine": machine_description()})
     print(text)
     return 0
 

@@ -1,36 +1,37 @@
-"""The paired protocol: one baseline pre-training, then every arm fine-tuned from that checkpoint."""
+"""The paired protocol: one baseline pre-training, then every arm fine-tuned from that checkpoint.
+
+The ``--compare`` folder is a run folder of its own (``config.json`` with ``run.protocol = "compare"``), locked
+while the protocol runs; the pre-training and every arm are run folders inside it (or, for a pre-training shared
+between experiment tables, elsewhere), each claimed by ``train``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .context import DISPLAY_NAMES, Context, RunResult
+from .files import CheckpointError, read_checkpoint
+from .rundir import claim, differences, folder_lock, read_record
 from .training import run_meta, train
 
 __all__ = ["paired_compare"]
 
 
-def _reusable(out: Path, config: dict[str, Any], epochs: int, run: dict[str, Any] | None = None) -> bool:
-    """Whether ``out`` holds a finished run of exactly this config (so experiments can share or resume it).
-
-    ``run`` is the run table to match too (``None``: ignore it, as for a pre-training shared between tables).
-    """
-    path, saved = out / "checkpoints" / "last.pt", out / "config.json"
-    if not (path.is_file() and saved.is_file()):
+def _reusable(out: Path, record: dict[str, Any], epochs: int) -> bool:
+    """Whether ``out`` holds a finished run with this ``config.json`` record (so experiments can share it)."""
+    stored = read_record(out)
+    if stored is None or differences(stored, record) or not (out / "table.json").is_file():
         return False
-    stored = json.loads(saved.read_text())
-    stored_run = stored.pop("run", None)
-    if stored != json.loads(json.dumps(config, default=str)):
+    try:
+        state = read_checkpoint(out / "checkpoints" / "last.pt", "reuse", require=("epoch",))
+    except CheckpointError:
         return False
-    if run is not None and stored_run != json.loads(json.dumps(run, default=str)):
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=True)
     return int(state["epoch"]) >= epochs and not state.get("partial")
 
 
@@ -43,7 +44,8 @@ def _load_result(out: Path, label: str) -> RunResult:
 
 def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, best_on_test: bool = False,
                    plot: bool = True, arms: dict[str, Callable[[int], nn.Module] | None] | None = None,
-                   pretrain_dir: Path | None = None, reuse: bool = False) -> dict[str, Any]:
+                   pretrain_dir: Path | None = None, reuse: bool = False, overwrite: bool = False
+                   ) -> dict[str, Any]:
     """The paired protocol: pre-train the baseline once, then fine-tune every arm from that checkpoint.
 
     Every arm starts from the same weights, sees the same batches in the same order with the same temporal
@@ -58,31 +60,64 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
         arms: arm name -> contrastive factory (``None`` = FTCL from the config); default
             ``{"baseline": no extra loss, "ftcl": FTCL}``. The arm named ``"baseline"`` trains without extra loss.
         pretrain_dir: where to pre-train (default ``out / "pretrain"``); a finished pre-training of the same config
-            found there is reused.
+            found there is reused. A pre-training outside ``out`` is shared: a process that finds another one
+            training it waits for it instead of refusing.
         reuse: reuse arms already finished in ``out`` with the same config (adding seeds to a table).
+        overwrite: replace a different run found in ``out`` (or in the pre-training folder) instead of refusing.
 
     Returns:
         ``{"rows": [(name, summary)], "results": {arm: RunResult}, "difference": {column: with - without}}``.
+
+    Raises:
+        RunFolderError: if ``out`` (or a folder inside it) is in use or holds a different run.
     """
     compare = ctx.config.get("compare", {})
     display = DISPLAY_NAMES.get(ctx.name, ctx.name)
+    arms = arms if arms is not None else {"baseline": None, "ftcl": None}
+    main_rank = ctx.rank == 0
+    record = ctx.config | {"run": {
+        "protocol": "compare", "pretrain_epochs": int(compare.get("pretrain_epochs", 1)),
+        "finetune_epochs": int(compare.get("finetune_epochs", 1)), "init_from": str(init_from) if init_from else None,
+        "best_on_test": best_on_test, "arms": list(arms)}}
+    # The arms are run folders checked on their own, so the same protocol run again keeps them (a finished
+    # pre-training is reused); its summary files are rewritten at the end.
+    holding = claim(out, record, overwrite=overwrite, clear_same=False) if main_rank else contextlib.nullcontext()
+    with holding:
+        if main_rank:
+            for name in ("compare.md", "compare.json"):
+                (out / name).unlink(missing_ok=True)
+        return _run_arms(ctx, out, arms, display=display, init_from=init_from, best_on_test=best_on_test,
+                         plot=plot, pretrain_dir=pretrain_dir, reuse=reuse, overwrite=overwrite)
+
+
+def _run_arms(ctx: Context, out: Path, arms: dict[str, Callable[[int], nn.Module] | None], *, display: str,
+              init_from: Path | None, best_on_test: bool, plot: bool, pretrain_dir: Path | None, reuse: bool,
+              overwrite: bool) -> dict[str, Any]:
+    compare = ctx.config.get("compare", {})
+    main_rank = ctx.rank == 0
     if init_from is None:
         pre_out = pretrain_dir or out / "pretrain"
         epochs = int(compare.get("pretrain_epochs", 1))
-        if not _reusable(pre_out, ctx.config, epochs):
-            train(ctx, pre_out, ftcl=False, epochs=epochs, plot=False, label=f"{display} (pre-training)")
+        label = f"{display} (pre-training)"
+        shared = pretrain_dir is not None
+        record = ctx.config | {"run": run_meta(False, None, epochs, label)}
+        # Checked under the folder's lock, so a table run that waited for another one's pre-training reuses it.
+        with folder_lock(pre_out, wait=shared) if main_rank else contextlib.nullcontext():
+            if not _reusable(pre_out, record, epochs):
+                train(ctx, pre_out, ftcl=False, epochs=epochs, plot=False, label=label, overwrite=overwrite,
+                      wait=shared)
         init_from = pre_out / "checkpoints" / "last.pt"
-    arms = arms if arms is not None else {"baseline": None, "ftcl": None}
     results: dict[str, RunResult] = {}
     epochs = int(compare.get("finetune_epochs", 1))
     for arm, factory in arms.items():
         name = display if arm == "baseline" else f"{display} + {'FTCL' if arm == 'ftcl' else arm}"
-        meta = run_meta(arm != "baseline", init_from, epochs, name)
-        if reuse and _reusable(out / arm, ctx.config, epochs, meta) and (out / arm / "table.json").is_file():
+        record = ctx.config | {"run": run_meta(arm != "baseline", init_from, epochs, name, best_on_test)}
+        if reuse and _reusable(out / arm, record, epochs):
             results[arm] = _load_result(out / arm, name)
             continue
         results[arm] = train(ctx, out / arm, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
-                             best_on_test=best_on_test, plot=plot, contrastive=factory, label=name)
+                             best_on_test=best_on_test, plot=plot, contrastive=factory, label=name,
+                             overwrite=overwrite)
     rows = [(result.label, result.last.get("summary", {})) for result in results.values()]
     difference = {}
     if "baseline" in results and "ftcl" in results and ctx.rank == 0:

@@ -17,11 +17,17 @@ import torch
 from torch import nn
 
 from .baseline import Baseline
+from .files import RunError
 
-__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "RunResult", "ftcl_from_config", "make_contrastive", "prepare"]
+__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "DataError", "RunResult", "ftcl_from_config", "make_contrastive",
+           "prepare"]
 
 DISPLAY_NAMES = {"acmnet": "ACM-Net", "cola": "CoLA", "wtalc": "W-TALC", "stpn": "STPN"}
 BUILTIN_NAMES = {"thumos14": "thumos14-like", "activitynet": "activitynet-like"}
+
+
+class DataError(RunError):
+    """A ``--data`` folder that cannot be read as the chosen layout."""
 
 
 @dataclass
@@ -93,6 +99,9 @@ def prepare(name: str, config: dict[str, Any], *, data: Path | None, layout: str
 
     Returns:
         The run context.
+
+    Raises:
+        DataError: if ``data`` cannot be opened as ``layout`` (the loader's message, with the folder and layout).
     """
     from ftcl_plugin.data import builtin, open_dataset
 
@@ -103,10 +112,15 @@ def prepare(name: str, config: dict[str, Any], *, data: Path | None, layout: str
                             difficulty=data_cfg.get("difficulty", "standard"), layout=layout))
     else:
         root, layout = data, layout or "acmnet"
-    test = open_dataset(root, "test", layout=layout, num_segments=data_cfg.get("test_segments", 750),
-                        sampling=data_cfg.get("test_sampling", "uniform"),
-                        skip_missing=bool(data_cfg.get("skip_missing", False)))
-    feature_dim = int(test[0].features.shape[-1])
+    try:
+        test = open_dataset(root, "test", layout=layout, num_segments=data_cfg.get("test_segments", 750),
+                            sampling=data_cfg.get("test_sampling", "uniform"),
+                            skip_missing=bool(data_cfg.get("skip_missing", False)))
+        feature_dim = int(test[0].features.shape[-1])
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        if data is None:
+            raise
+        raise DataError(f"argument --data: cannot read {data} as the {layout} layout: {error}") from None
     # The resolved root names the built-in dataset's generator version, so a run (and the reuse of a shared
     # pre-training) is tied to the exact data it saw.
     config.setdefault("meta", {})["data_root"] = str(Path(root).resolve())

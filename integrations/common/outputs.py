@@ -1,4 +1,8 @@
-"""Evaluation and the files a run writes: ``metrics.csv``, ``predictions.json``, ``table.md``, ``table.json``, plots."""
+"""Evaluation and the files a run writes: ``metrics.csv``, ``predictions.json``, ``table.md``, ``table.json``, plots.
+
+Every file is written atomically (:func:`~integrations.common.files.atomic_file`): a run killed mid-write leaves the
+previous version or the new one, never a truncated file.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 
 from .baseline import Baseline
 from .context import DISPLAY_NAMES, Context, RunResult
+from .files import atomic_file, write_json, write_text
 from .report import machine_description, markdown_table, summary_rows
 
 __all__ = ["data_note", "evaluate", "jsonable", "plot_videos", "row_name", "write_csv", "write_outputs"]
@@ -23,7 +28,7 @@ def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in history:
         columns += [key for key in row if key not in columns]
-    with path.open("w", newline="") as handle:
+    with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
@@ -84,17 +89,17 @@ def row_name(ctx: Context, *, ftcl: bool, label: str = "") -> str:
 def write_outputs(ctx: Context, model: Baseline, result: RunResult, *, label: str, plot: bool) -> None:
     """Write ``predictions.json``, ``table.md``, ``table.json`` and (with ``plot``) ``plot.png`` under ``result.out``."""
     out = result.out
-    (out / "predictions.json").write_text(json.dumps(result.last["predictions"]) + "\n")
+    write_json(out / "predictions.json", result.last["predictions"], indent=None, default=None)
     named = [(f"{label} (last epoch)", result.last["summary"])]
     if result.best:
         named.append((f"{label} (best-on-test, epoch {result.best['epoch']})", result.best["summary"]))
     header, rows = summary_rows(named)
-    (out / "table.md").write_text(data_note(ctx) + "\n\n" + markdown_table(header, rows) + "\n")
-    (out / "table.json").write_text(json.dumps(
-        {"rows": [{"name": n, "summary": s} for n, s in named], "last": jsonable(result.last),
-         "best_on_test": result.best, "steps": result.steps, "seconds": result.seconds,
-         "data": ctx.config["meta"]["data"], "seed": ctx.config["train"].get("seed", 0),
-         "machine": machine_description()}, indent=2, default=float) + "\n")
+    write_text(out / "table.md", data_note(ctx) + "\n\n" + markdown_table(header, rows) + "\n")
+    write_json(out / "table.json",
+               {"rows": [{"name": n, "summary": s} for n, s in named], "last": jsonable(result.last),
+                "best_on_test": result.best, "steps": result.steps, "seconds": result.seconds,
+                "data": ctx.config["meta"]["data"], "seed": ctx.config["train"].get("seed", 0),
+                "machine": machine_description()})
     if plot:
         note = plot_videos(ctx, model, out / "plot.png")
         if note:
@@ -146,7 +151,8 @@ def plot_videos(ctx: Context, model: Baseline, path: Path, *, count: int | None 
         axis.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("seconds")
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with atomic_file(path, binary=True) as handle:
+        figure.savefig(handle, format="png", dpi=90)
     plt.close(figure)
     return ""
 

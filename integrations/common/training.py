@@ -17,10 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from .baseline import Baseline
-from .config import dump_config
 from .context import Context, RunResult, make_contrastive
+from .files import CheckpointError, read_checkpoint, save_checkpoint
 from .outputs import evaluate, jsonable, write_csv, write_outputs
 from .report import ProgressBar
+from .rundir import claim
 
 __all__ = ["run_meta", "train"]
 
@@ -90,21 +91,36 @@ def _broadcast_parameters(model: nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
+#: What a run checkpoint (``checkpoints/last.pt``) must hold to be resumed.
+RUN_CHECKPOINT_KEYS = ("model", "optimizer", "rng", "step", "epoch", "batch", "history")
+
+
 def _load_weights(model: nn.Module, path: Path) -> None:
     """Load model weights from a run checkpoint or a bare state_dict; FTCL heads may be absent."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, "--init-from")
     state = state.get("model", state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"--init-from: {path} holds no model weights (no state_dict of tensors).")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:
+        missing, unexpected = ["(tensor shapes differ)"], []
     missing = [k for k in missing if not k.startswith("ftcl.")]
     unexpected = [k for k in unexpected if not k.startswith("ftcl.")]
     if missing or unexpected:
-        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+        raise CheckpointError(f"--init-from: {path} does not match the model: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}.")
 
 
 def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None, resume: bool = False,
           epochs: int | None = None, best_on_test: bool = False, plot: bool = True,
-          contrastive: Callable[[int], nn.Module] | None = None, label: str = "") -> RunResult:
-    """Train one arm, evaluate it and write its outputs under ``out``.
+          contrastive: Callable[[int], nn.Module] | None = None, label: str = "", overwrite: bool = False,
+          wait: bool = False) -> RunResult:
+    """Train one arm, evaluate it and write its outputs under ``out``, which it owns while it runs.
+
+    Rank 0 claims ``out`` first (``rundir.claim``): it holds the folder's lock, refuses a folder holding a
+    different run (unless ``overwrite``) and a ``resume`` with different settings, and writes ``config.json``
+    before any other file.
 
     Args:
         ctx: the run context.
@@ -117,10 +133,36 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
         plot: write ``plot.png``.
         contrastive: factory ``E -> module`` replacing FTCL (ablations, soft-DTW); ``None`` = FTCL from config.
         label: the row name in the printed table.
+        overwrite: delete a different run found in ``out`` instead of refusing.
+        wait: wait for another process using ``out`` to end instead of refusing.
 
     Returns:
         The :class:`RunResult`.
+
+    Raises:
+        RunFolderError: if ``out`` is in use or holds another run, or ``resume`` changes a setting.
+        CheckpointError: for an unusable ``init_from`` or ``out/checkpoints/last.pt``.
     """
+    epochs = int(epochs if epochs is not None else ctx.config["train"]["epochs"])
+    options = dict(ftcl=ftcl, init_from=init_from, resume=resume, epochs=epochs, best_on_test=best_on_test,
+                   plot=plot, contrastive=contrastive, label=label)
+    if ctx.rank != 0:
+        return _train(ctx, out, **options)
+    if init_from is not None:
+        _load_weights(_build_model(ctx), init_from)  # a bad or foreign checkpoint is named before `out` is touched
+    record = ctx.config | {"run": run_meta(ftcl, init_from, epochs, label, best_on_test)}
+    with claim(out, record, resume=resume, overwrite=overwrite, wait=wait):
+        return _train(ctx, out, **options)
+
+
+def _build_model(ctx: Context) -> Baseline:
+    cfg = ctx.config
+    return ctx.build_model(cfg.get("model", {}) | {"_all": cfg}, num_classes=len(ctx.class_names),
+                           feature_dim=ctx.feature_dim)
+
+
+def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resume: bool, epochs: int,
+           best_on_test: bool, plot: bool, contrastive: Callable[[int], nn.Module] | None, label: str) -> RunResult:
     cfg = ctx.config
     train_cfg = cfg["train"]
     seed = int(train_cfg.get("seed", 0))
@@ -129,12 +171,11 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     eval_every = int(train_cfg.get("eval_every", 0) or 0)
     scale = float(cfg["data"].get("input_scale", 1.0))
     main_rank = ctx.rank == 0
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
+    if main_rank:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(seed)
-    model = ctx.build_model(cfg.get("model", {}) | {"_all": cfg}, num_classes=len(ctx.class_names),
-                            feature_dim=ctx.feature_dim)
+    model = _build_model(ctx)
     if ftcl:
         # The README's first line: the FTCL heads become part of the model before the optimizer is built.
         model.ftcl = (contrastive or (lambda e: make_contrastive(ctx, e)))(model.embedding_dim)
@@ -155,14 +196,21 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     last_path = out / "checkpoints" / "last.pt"
     if resume:
         if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}.")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        if "ftcl" in state and hasattr(model, "ftcl"):
-            # FTCL keeps its state out of the host's state_dict: projections, schedule and miner generator.
-            model.ftcl.load_state_dict(state["ftcl"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
+            raise CheckpointError(f"--resume: {last_path} does not exist (the run stopped before its first "
+                                  "checkpoint); run the command without --resume to start it over.")
+        state = read_checkpoint(last_path, "--resume", require=RUN_CHECKPOINT_KEYS)
+        try:
+            model.load_state_dict(state["model"])
+            if "ftcl" in state and hasattr(model, "ftcl"):
+                # FTCL keeps its state out of the host's state_dict: projections, schedule, gradient-share
+                # estimates and the miner's generator.
+                model.ftcl.load_state_dict(state["ftcl"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
+        except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"--resume: {last_path} does not match the model and optimizer built from "
+                                  f"{out / 'config.json'} ({reason}).") from None
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
@@ -170,7 +218,6 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
         partial = dict(state.get("partial", {}))
         if history and history[-1].get("partial"):
             history.pop()  # the partial epoch's row is rewritten when the epoch completes
-    dump_config(cfg | {"run": run_meta(ftcl, init_from, epochs, label)}, out / "config.json")
 
     labels_all = ctx.train_split(0).labels
     per_epoch = len(_batches(ctx, labels_all, 0))
@@ -221,7 +268,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
             row.update({f"mAP {k}": v for k, v in last_eval["summary"].items()})
             if best_on_test and (best is None or last_eval["average_mAP"] > best["average_mAP"]):
                 best = {"epoch": epoch + 1, **jsonable(last_eval)}
-                torch.save({"model": model.state_dict()}, out / "checkpoints" / "best.pt")
+                save_checkpoint(out / "checkpoints" / "best.pt", {"model": model.state_dict()})
         history.append(row)
         if stopped_at is None:
             epoch += 1
@@ -303,9 +350,11 @@ def ftcl_terms_row(terms: Any) -> dict[str, float]:
     return {key: float(getattr(terms, field)) for field, key in names.items() if hasattr(terms, field)}
 
 
-def run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str) -> dict[str, Any]:
+def run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str, best_on_test: bool = False
+             ) -> dict[str, Any]:
     """The ``run`` table written into ``config.json`` beside the resolved config."""
-    return {"ftcl": ftcl, "init_from": str(init_from) if init_from else None, "epochs": epochs, "label": label}
+    return {"ftcl": ftcl, "init_from": str(init_from) if init_from else None, "epochs": epochs, "label": label,
+            "best_on_test": best_on_test}
 
 
 def _rng_states(ctx: Context) -> list[Tensor]:
@@ -321,12 +370,11 @@ def _rng_states(ctx: Context) -> list[Tensor]:
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
           batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
+    """Write the run checkpoint atomically; one entry per piece of state (a new piece is one more key)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [], "step": step,
              "epoch": epoch, "batch": batch, "history": history, "best": best or {},
              "partial": partial}
     if hasattr(model, "ftcl"):
         state["ftcl"] = model.ftcl.state_dict()
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_checkpoint(path, state)
