@@ -72,7 +72,8 @@ def test_ftcl_parameters_receive_gradients() -> None:
 
     torch.manual_seed(0)
     model = build_model({}, num_classes=3, feature_dim=16)
-    model.ftcl = FTCL(feature_dim=model.embedding_dim)
+    # no ramp and no cap: the default ramp gives the first call weight 0 (it only measures)
+    model.ftcl = FTCL(feature_dim=model.embedding_dim, warmup_steps=0, max_grad_ratio=None)
     features = torch.randn(4, 24, 16)
     labels = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
     output = model(features)
