@@ -9,20 +9,18 @@ References:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._checks import check_choice
 from . import _inputs
+from ._ambiguous import AmbiguousLike, drop_ambiguous, load_ambiguous
 from ._inputs import GroundTruthLike, PredictionsLike, UnknownVideos
 from ._matching import average_precision
-
-AmbiguousLike = Union[str, "os.PathLike[str]", Mapping[str, Sequence[Sequence[float]]]]
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,9 @@ def _resolve(preset: str, subset: str | None, tiou_thresholds: Sequence[float] |
     check_choice(preset, "preset", tuple(PRESETS))
     chosen = PRESETS[preset]
     if tiou_thresholds is None:
-        return np.asarray(chosen.thresholds), subset or chosen.subset, chosen.averages
+        return np.asarray(chosen.thresholds), chosen.subset if subset is None else subset, chosen.averages
+    if isinstance(tiou_thresholds, (str, bytes)):
+        raise TypeError(f"`tiou_thresholds` must be a sequence of numbers, but got the string {tiou_thresholds!r}.")
     try:
         thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -76,7 +76,7 @@ def _resolve(preset: str, subset: str | None, tiou_thresholds: Sequence[float] |
     if thresholds.size == 0 or not np.all((thresholds > 0) & (thresholds <= 1)):
         raise ValueError(f"`tiou_thresholds` must be non-empty with every value in (0, 1], "
                          f"but got {thresholds.tolist()}.")
-    return thresholds, subset or chosen.subset, ((float(thresholds.min()), float(thresholds.max())),)
+    return thresholds, chosen.subset if subset is None else subset, ((float(thresholds.min()), float(thresholds.max())),)
 
 
 class DetectionMAP:
@@ -84,7 +84,9 @@ class DetectionMAP:
 
     Matches ActivityNet's ``ANETdetection``: per class, predictions ranked by descending score each take the
     unmatched ground truth of their video with the highest t-IoU at or above the threshold; AP is the
-    all-point interpolated area; mAP is the mean over the classes present in the ground-truth subset.
+    all-point interpolated area; mAP is the mean over the classes present in the ground-truth subset. Ties
+    (equal scores, equal t-IoUs) are broken exactly as the reference breaks them on the same machine: by its
+    own ``argsort()[::-1]`` calls on the same arrays (see docs/evaluation.md).
 
     Args:
         ground_truth: path of a gt.json or the loaded dict (``{"database": {video: {"subset", "duration",
@@ -105,10 +107,11 @@ class DetectionMAP:
         DataFrame with those columns.
 
     Raises:
-        ValueError: the subset is absent, a label is not a ground-truth class, a score is NaN, a segment has
-            end < start or is not finite, or an ``unknown_videos="error"`` video appears (each names the video
-            or field).
-        TypeError: predictions of an unsupported type.
+        ValueError: a file cannot be read or is not JSON, the layout is wrong, the subset is absent, a label is
+            not a ground-truth class, a score is NaN or not a number, a segment is not two finite numbers with
+            end >= start, or an ``unknown_videos="error"`` video appears. Each message names the argument and
+            its file, the video and the entry (or DataFrame row), what was expected and what was found.
+        TypeError: an argument of an unsupported type.
 
     Example:
         >>> gt = {"database": {"v1": {"subset": "test", "duration": 30.0,
@@ -129,7 +132,7 @@ class DetectionMAP:
         self.ground_truth = _inputs.load_ground_truth(ground_truth, self.subset)
         self._video_index = pd.Index(self.ground_truth.videos)
         self._class_index = pd.Index(self.ground_truth.classes)
-        self._ambiguous = None if ambiguous is None else _inputs.load_ambiguous(ambiguous)
+        self._ambiguous = None if ambiguous is None else load_ambiguous(ambiguous)
         self._parts: list[_inputs.Predictions] = []
 
     def reset(self) -> None:
@@ -145,22 +148,18 @@ class DetectionMAP:
         Raises:
             ValueError: see the class docstring.
         """
-        flat = _inputs.load_predictions(predictions)
-        unknown_label = self._class_index.get_indexer(flat.label) < 0
-        if unknown_label.any():
-            row = int(np.flatnonzero(unknown_label)[0])
-            raise ValueError(f"`predictions`: label {flat.label[row]!r} (video {flat.video[row]!r}) is not a class "
-                             f"of the ground-truth subset {self.subset!r}; known: {', '.join(self._class_index)}.")
+        flat, source = _inputs.load_predictions(predictions)
+        _inputs.check_labels(flat, source, self._class_index, self.subset)
         unknown_video = self._video_index.get_indexer(flat.video) < 0
         if unknown_video.any() and self.unknown_videos != "false_positive":
             if self.unknown_videos == "error":
                 names = list(dict.fromkeys(flat.video[unknown_video]))
                 shown = ", ".join(repr(v) for v in names[:5]) + (" ..." if len(names) > 5 else "")
-                raise ValueError(f"`predictions`: {len(names)} video(s) are not in the ground-truth subset "
+                raise ValueError(f"{source.subject}: {len(names)} video(s) are not in the ground-truth subset "
                                  f"{self.subset!r}: {shown}.")
-            flat = _inputs.Predictions(*(getattr(flat, f)[~unknown_video] for f in _inputs.Predictions._fields))
+            flat = _inputs.select(flat, ~unknown_video)
         if self._ambiguous is not None:
-            flat = _inputs.drop_ambiguous(flat, self._ambiguous)
+            flat = drop_ambiguous(flat, self._ambiguous)
         self._parts.append(flat)
 
     def compute(self) -> dict[str, Any]:
