@@ -1,5 +1,5 @@
-"""Detection and classification mAP: hand-computed cases, presets, the metric object, real THUMOS14 GT (ties and
-bad inputs have their own test_evaluation_*.py files)."""
+"""Detection and classification mAP: hand-computed cases, presets, the metric object (ties, inputs and the
+shipped ground truth have their own test_evaluation_*.py files)."""
 
 from __future__ import annotations
 
@@ -157,54 +157,6 @@ def test_inputs_are_not_mutated():
     detection_map(gt, frame)
     assert (json.dumps(gt), json.dumps(results)) == before[:2]
     pd.testing.assert_frame_equal(frame, before[2])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# real THUMOS14 ground truth
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _thumos_test_rows(shared_data):
-    database = json.loads((shared_data / "thumos14" / "gt.json").read_text())["database"]
-    return [(video, a["segment"][0], a["segment"][1], a["label"])
-            for video, entry in database.items() if entry["subset"] == "test" for a in entry["annotations"]]
-
-
-def test_thumos14_ground_truth_as_predictions(shared_data):
-    gt_path = shared_data / "thumos14" / "gt.json"
-    rows = _thumos_test_rows(shared_data)
-    assert len(rows) == 3358  # 212 test videos (BASELINES.md §0.5)
-    rng = np.random.default_rng(0)
-    frame = make_frame([(v, s, e, label, float(score)) for (v, s, e, label), score in zip(rows, rng.random(len(rows)))])
-    result = detection_map(gt_path, frame)
-    assert result["mAP"] == [1.0] * 7
-    assert result["summary"]["Avg 0.1:0.7"] == 1.0
-
-
-def test_thumos14_shifted_predictions(shared_data):
-    # Every GT segment shifted right by 20% of its length: t-IoU with its own GT = 0.8 / 1.2 = 2/3. So at
-    # t-IoU <= 0.6 each GT is found by its own copy and mAP is 1, and at 0.7 no copy matches its own GT.
-    # A copy could only match at 0.7 through a *different* GT of its class overlapping it by >= 0.7,
-    # which THUMOS14's test annotations do not contain: mAP@0.7 is 0.
-    rows = _thumos_test_rows(shared_data)
-    rng = np.random.default_rng(1)
-    shifted = [(v, s + 0.2 * (e - s), e + 0.2 * (e - s), label, float(score))
-               for (v, s, e, label), score in zip(rows, rng.random(len(rows)))]
-    result = detection_map(shared_data / "thumos14" / "gt.json", make_frame(shifted))
-    np.testing.assert_allclose(result["mAP"], [1, 1, 1, 1, 1, 1, 0], atol=1e-12)
-    assert result["summary"]["Avg 0.3:0.7"] == pytest.approx(0.8)
-
-
-def test_activitynet_ground_truth_as_predictions(shared_data):
-    # ActivityNet1.3 validation holds three zero-length segments; their copies must still count (see
-    # test_zero_length_pairs_follow_activitynet), so perfect predictions give 1.0 at all ten thresholds
-    path = shared_data / "activitynet13" / "gt_validation.json"
-    database = json.loads(path.read_text())["database"]
-    rows = [(video, a["segment"][0], a["segment"][1], a["label"], 1.0 / (1 + i))
-            for i, (video, entry) in enumerate(database.items()) for a in entry["annotations"]]
-    result = detection_map(path, make_frame(rows), preset="activitynet")
-    assert result["mAP"] == [1.0] * 10 and list(result["summary"])[-1] == "Avg 0.5:0.95"
-    assert len(result["ap_per_class"]) == 200
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,17 +1,25 @@
-"""The shipped THUMOS14 and ActivityNet1.3 ground truth: provenance and contents."""
+"""The shipped THUMOS14 and ActivityNet1.3 ground truth: provenance, loading by name, and mAP on real annotations."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 from importlib import resources
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from ftcl_plugin.evaluation import ground_truth
+from ftcl_plugin.evaluation import detection_map, ground_truth, main
 
 PACKAGE = resources.files("ftcl_plugin.evaluation.ground_truth")
+
+
+def make_frame(rows):
+    return pd.DataFrame(rows, columns=["video", "t_start", "t_end", "label", "score"])
 
 
 def annotations(data, subset):
@@ -64,3 +72,76 @@ def test_load_returns_a_fresh_copy_and_refuses_unknown_names():
         ground_truth.load("thumos15")
     with pytest.raises(ValueError, match="no split file \\('activitynet', 'test'\\) is shipped"):
         ground_truth.split("activitynet", "test")
+
+
+def test_evaluation_by_name_equals_evaluation_by_path(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(ground_truth.load("thumos14")))
+    rows = annotations(ground_truth.load("thumos14"), "test")
+    rng = np.random.default_rng(0)
+    preds = make_frame([(v, s + 0.5, e + 0.5, label, float(x)) for (v, s, e, label), x in zip(rows, rng.random(len(rows)))])
+    by_name = detection_map("thumos14", preds)
+    assert by_name == detection_map(path, preds) == detection_map(ground_truth.load("thumos14"), preds)
+    assert by_name["preset"] == "thumos14" and by_name["subset"] == "test"
+
+
+def test_shipped_activitynet_defaults_to_its_own_preset():
+    result = detection_map("activitynet", {"results": {}})
+    assert result["preset"] == "activitynet" and result["subset"] == "validation" and len(result["mAP"]) == 10
+    # an explicit preset still wins, and a wrong subset is named
+    with pytest.raises(ValueError, match="`ground_truth` \\(shipped 'activitynet'\\) has no videos in subset 'test'; "
+                                         "subsets present: 'validation'"):
+        detection_map("activitynet", {"results": {}}, preset="thumos14")
+
+
+def test_cli_by_name(tmp_path, capsys):
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"results": {"video_test_0000004": [
+        {"segment": [0.2, 1.1], "label": "CricketBowling", "score": 0.5}]}}))
+    assert main(["--gt", "thumos14", "--pred", str(pred)]) == 0
+    assert "| method | 0.1 |" in capsys.readouterr().out
+    assert main(["--gt", "activitynet", "--pred", str(pred), "--unknown-videos", "ignore"]) == 1
+    assert "'CricketBowling', which is not a class of the ground-truth subset 'validation'" in capsys.readouterr().err
+
+
+def test_thumos14_ground_truth_as_predictions():
+    rows = annotations(ground_truth.load("thumos14"), "test")
+    rng = np.random.default_rng(0)
+    frame = make_frame([(v, s, e, label, float(score)) for (v, s, e, label), score in zip(rows, rng.random(len(rows)))])
+    result = detection_map("thumos14", frame)
+    assert result["mAP"] == [1.0] * 7
+    assert result["summary"]["Avg 0.1:0.7"] == 1.0
+
+
+def test_thumos14_shifted_predictions():
+    # Every GT segment shifted right by 20% of its length: t-IoU with its own GT = 0.8 / 1.2 = 2/3. So at
+    # t-IoU <= 0.6 each GT is found by its own copy and mAP is 1, and at 0.7 no copy matches its own GT.
+    # A copy could only match at 0.7 through a *different* GT of its class overlapping it by >= 0.7,
+    # which THUMOS14's test annotations do not contain: mAP@0.7 is 0.
+    rows = annotations(ground_truth.load("thumos14"), "test")
+    rng = np.random.default_rng(1)
+    shifted = [(v, s + 0.2 * (e - s), e + 0.2 * (e - s), label, float(score))
+               for (v, s, e, label), score in zip(rows, rng.random(len(rows)))]
+    result = detection_map("thumos14", make_frame(shifted))
+    np.testing.assert_allclose(result["mAP"], [1, 1, 1, 1, 1, 1, 0], atol=1e-12)
+    assert result["summary"]["Avg 0.3:0.7"] == pytest.approx(0.8)
+
+
+def test_activitynet_ground_truth_as_predictions():
+    # ActivityNet1.3 validation holds three zero-length segments; their copies must still count (a 0/0 t-IoU
+    # passes every threshold in the reference), so perfect predictions give 1.0 at all ten thresholds
+    data = ground_truth.load("activitynet")
+    rows = [(video, a["segment"][0], a["segment"][1], a["label"], 1.0 / (1 + i))
+            for i, (video, entry) in enumerate(data["database"].items()) for a in entry["annotations"]]
+    result = detection_map("activitynet", make_frame(rows))
+    assert result["mAP"] == [1.0] * 10 and list(result["summary"])[-1] == "Avg 0.5:0.95"
+    assert len(result["ap_per_class"]) == 200
+
+
+def test_a_file_named_like_a_shipped_ground_truth_needs_a_path(tmp_path, monkeypatch):
+    # a shipped name always means the shipped copy; a file of that name is reached as ./thumos14
+    monkeypatch.chdir(tmp_path)
+    Path("thumos14").write_text(json.dumps({"database": {"v": {"subset": "test", "annotations": [
+        {"segment": [0, 1], "label": "Mine"}]}}}))
+    assert "Mine" not in detection_map("thumos14", {"results": {}})["ap_per_class"]
+    assert list(detection_map("./thumos14", {"results": {}})["ap_per_class"]) == ["Mine"]

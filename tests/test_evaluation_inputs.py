@@ -268,7 +268,8 @@ def test_bad_arguments():
         detection_map(GT, {"results": {}}, tiou_thresholds="0.5")
     with pytest.raises(ValueError, match="`preset` must be one of"):
         detection_map(GT, {"results": {}}, preset="thumos")
-    with pytest.raises(TypeError, match="`ground_truth` must be a gt.json path or a gt.json dict, but got list"):
+    with pytest.raises(TypeError, match="`ground_truth` must be a gt.json path, a shipped name \\(thumos14, "
+                                        "activitynet\\) or a gt.json dict, but got list"):
         detection_map([GT], {"results": {}})
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple, Union
 import numpy as np
 import pandas as pd
 
+from . import ground_truth as shipped
 from ._files import read_json, where
 
 GroundTruthLike = Union[str, "os.PathLike[str]", Mapping[str, Any]]
@@ -114,17 +115,19 @@ def _is_pair(value: Any) -> bool:
 
 
 def load_ground_truth(ground_truth: GroundTruthLike, subset: str) -> GroundTruth:
-    """Flatten the ``subset`` of a gt.json (path or already-loaded dict)."""
+    """Flatten the ``subset`` of a gt.json (path, a shipped name such as ``"thumos14"``, or a loaded dict)."""
     if not isinstance(subset, str):
         raise TypeError(f"`subset` must be a string such as 'test' or 'validation', but got "
                         f"{type(subset).__name__} {subset!r}.")
-    if isinstance(ground_truth, (str, os.PathLike)):
+    if isinstance(ground_truth, str) and ground_truth in shipped.NAMES:
+        subject, data = f"`ground_truth` (shipped {ground_truth!r})", shipped.load(ground_truth)
+    elif isinstance(ground_truth, (str, os.PathLike)):
         subject, data = where("ground_truth", ground_truth), read_json(ground_truth, "ground_truth")
     elif isinstance(ground_truth, Mapping):
         subject, data = where("ground_truth"), ground_truth
     else:
-        raise TypeError(f"`ground_truth` must be a gt.json path or a gt.json dict, but got "
-                        f"{type(ground_truth).__name__}.")
+        raise TypeError(f"`ground_truth` must be a gt.json path, a shipped name ({', '.join(shipped.NAMES)}) or "
+                        f"a gt.json dict, but got {type(ground_truth).__name__}.")
     database = data.get("database") if isinstance(data, Mapping) else None
     if not isinstance(database, Mapping):
         found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else "it has no 'database' key"

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import ground_truth as shipped
 from .detection import PRESETS, detection_map, format_table
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -27,10 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="ftcl-eval",
         description="Detection mAP per t-IoU threshold, identical to ActivityNet's ANETdetection evaluator.",
     )
-    parser.add_argument("--gt", required=True, help="ground truth in the gt.json layout")
+    parser.add_argument("--gt", required=True,
+                        help=f"ground truth: a shipped name ({', '.join(shipped.NAMES)}) or a file in the gt.json "
+                             "layout")
     parser.add_argument("--pred", required=True, help="predictions in the ActivityNet results-JSON layout")
-    parser.add_argument("--preset", default="thumos14", choices=sorted(PRESETS),
-                        help="thresholds and summary columns (default: thumos14)")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="thresholds and summary columns (default: activitynet for --gt activitynet, "
+                             "else thumos14)")
     parser.add_argument("--subset", default=None, help="ground-truth subset (default: the preset's)")
     parser.add_argument("--tiou-thresholds", type=_thresholds, default=None,
                         help="custom comma-separated thresholds in (0, 1], replacing the preset's")

@@ -61,6 +61,13 @@ def _summary(thresholds: np.ndarray, mean_ap: np.ndarray, averages: Sequence[tup
     return summary
 
 
+def _default_preset(ground_truth: GroundTruthLike, preset: str | None) -> str:
+    # the shipped ActivityNet1.3 ground truth has only a "validation" subset: its own preset by default
+    if preset is None:
+        return "activitynet" if isinstance(ground_truth, str) and ground_truth == "activitynet" else "thumos14"
+    return preset
+
+
 def _resolve(preset: str, subset: str | None, tiou_thresholds: Sequence[float] | None
              ) -> tuple[np.ndarray, str, tuple[tuple[float, float], ...]]:
     check_choice(preset, "preset", tuple(PRESETS))
@@ -89,10 +96,13 @@ class DetectionMAP:
     own ``argsort()[::-1]`` calls on the same arrays (see docs/evaluation.md).
 
     Args:
-        ground_truth: path of a gt.json or the loaded dict (``{"database": {video: {"subset", "duration",
-            "annotations": [{"segment": [s, e], "label": name}]}}}``).
+        ground_truth: a shipped ground truth by name (``"thumos14"`` or ``"activitynet"``, see
+            :mod:`ftcl_plugin.evaluation.ground_truth`), the path of a gt.json, or the loaded dict
+            (``{"database": {video: {"subset", "duration", "annotations": [{"segment": [s, e],
+            "label": name}]}}}``). A shipped name wins over a file of the same name (write ``./thumos14``).
         preset: ``"thumos14"`` (0.1:0.7; Avg 0.1:0.5, 0.3:0.7, 0.1:0.7), ``"activitynet"`` (0.5:0.95; Avg) or
-            ``"thumos14-acmnet"`` (0.1:0.9; ACM-Net's own nine-threshold Avg).
+            ``"thumos14-acmnet"`` (0.1:0.9; ACM-Net's own nine-threshold Avg); ``None`` (default):
+            ``"activitynet"`` for the shipped ``"activitynet"`` ground truth, else ``"thumos14"``.
         subset: ground-truth subset; ``None`` takes the preset's (``"test"`` for THUMOS14,
             ``"validation"`` for ActivityNet1.3).
         tiou_thresholds: custom thresholds in (0, 1], replacing the preset's (one "Avg" over all of them).
@@ -122,9 +132,10 @@ class DetectionMAP:
         [1.0]
     """
 
-    def __init__(self, ground_truth: GroundTruthLike, *, preset: str = "thumos14", subset: str | None = None,
+    def __init__(self, ground_truth: GroundTruthLike, *, preset: str | None = None, subset: str | None = None,
                  tiou_thresholds: Sequence[float] | None = None, unknown_videos: UnknownVideos = "false_positive",
                  ambiguous: AmbiguousLike | None = None) -> None:
+        preset = _default_preset(ground_truth, preset)
         self.thresholds, self.subset, self._averages = _resolve(preset, subset, tiou_thresholds)
         check_choice(unknown_videos, "unknown_videos", ("false_positive", "error", "ignore"))
         self.preset = preset if tiou_thresholds is None else "custom"
@@ -190,16 +201,17 @@ class DetectionMAP:
         }
 
 
-def detection_map(ground_truth: GroundTruthLike, predictions: PredictionsLike, *, preset: str = "thumos14",
+def detection_map(ground_truth: GroundTruthLike, predictions: PredictionsLike, *, preset: str | None = None,
                   subset: str | None = None, tiou_thresholds: Sequence[float] | None = None,
                   unknown_videos: UnknownVideos = "false_positive", ambiguous: AmbiguousLike | None = None
                   ) -> dict[str, Any]:
     """Detection mAP of ``predictions`` against ``ground_truth`` (the functional twin of :class:`DetectionMAP`).
 
     Args:
-        ground_truth: gt.json path or dict.
+        ground_truth: ``"thumos14"`` or ``"activitynet"`` (the shipped copies), a gt.json path, or a dict.
         predictions: ActivityNet results-JSON path or dict, or a DataFrame (video, t_start, t_end, label, score).
-        preset: ``"thumos14"``, ``"activitynet"`` or ``"thumos14-acmnet"``.
+        preset: ``"thumos14"``, ``"activitynet"`` or ``"thumos14-acmnet"`` (``None``: the shipped
+            ground truth's own, else ``"thumos14"``).
         subset: ground-truth subset (``None``: the preset's).
         tiou_thresholds: custom thresholds in (0, 1].
         unknown_videos: ``"false_positive"`` (default, as ActivityNet), ``"ignore"`` or ``"error"``.
