@@ -545,18 +545,13 @@ def _drive_wtalc(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Pat
     except Exception as error:
         own = {"name": "W-TALC test.test", "failed": f"{type(error).__name__}: {error}"}
         print(f"[ftcl-upstream] the upstream's own evaluation failed: {own['failed']}")
-    gate_divisor = 8
+    from integrations.wtalc.model import detection_signals
 
     def run(features: Tensor) -> tuple[Tensor, Tensor, None]:
         _, logits = model(features, is_training=False)
-        logits = logits[0]
-        # As detectionMAP reads them: gate = top-floor(T/8) mean of the raw logits (> 0 selects the class, i.e.
-        # sigmoid > 0.5), threshold at (max + min) / 2 (min-max normalised 0.5).
-        length = logits.shape[0]
-        gate = logits.topk(max(1, length // gate_divisor), dim=0).values.mean(dim=0)
-        low, high = logits.min(dim=0).values, logits.max(dim=0).values
-        span = torch.where(high > low, high - low, torch.ones_like(high))
-        return (logits - low) / span, torch.sigmoid(gate), None
+        # detectionMAP.py's gated logits and test.py's classification score, as the clean-room W-TALC returns them.
+        cas, scores = detection_signals(logits[0])
+        return cas, scores, None
 
     return {"model": UpstreamModel("wtalc", model, run, {"upsample": 1}), "history": history,
             "upstream_evaluation": own, "ftcl_steps": len(attachment.history)}
