@@ -641,14 +641,18 @@ def _drive_stpn(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
     offset = 0 if stream == "rgb" else half
     num_classes = len(ctx.class_names)
 
-    def run(features: Tensor) -> tuple[Tensor, Tensor, None]:
+    threshold = float(config.get("localization", {}).get("class_threshold", 0.1))
+
+    def run(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         part = features[0, :, offset:offset + half]
         padded = features.new_zeros(part.shape[0], patch.STREAM_DIM)
         padded[:, :half] = part
         scores, attention = model(padded[None])
-        tcam = padded @ model.fc3.weight.t()  # the T-CAM, no bias (train_model.returnCAM)
-        psi = attention[0] * torch.sigmoid(tcam)
-        return psi[:, :num_classes], scores[0, :num_classes], None
+        tcam = (padded @ model.fc3.weight.t())[:, :num_classes]  # the T-CAM, no bias (train_model.returnCAM)
+        scores = scores[0, :num_classes]
+        # The clean-room STPN's signals for one stream: runs where psi >= 0.05, scored by lambda * T-CAM.
+        psi = attention[0] * torch.sigmoid(tcam) * (scores > threshold)
+        return attention[0] * tcam, scores, psi
 
     return {"model": UpstreamModel("stpn", model, run), "history": history, "upstream_evaluation": own,
             "ftcl_steps": len(attachment.history), "stream": stream}
