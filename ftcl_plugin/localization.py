@@ -1,12 +1,14 @@
-"""From per-snippet class scores to temporal proposals, as ACM-Net and CoLA do it.
+"""From per-snippet class scores to temporal proposals, as the four baselines do it.
 
 Pipeline for one video: pick the predicted classes, (optionally) min-max normalise, upsample the CAS and the
 attention by linear interpolation, threshold each at a sweep of values, group consecutive positions into runs,
-score each run by the outer-inner contrast (OIC) plus the video class score, convert to seconds, then
-class-wise NMS. :func:`results_json` wraps the proposals of many videos in the ActivityNet results layout that
+score each run (outer-inner contrast (OIC), or its maximum) plus the video class score, convert to seconds, then
+class-wise NMS. Several streams (STPN's RGB and flow) are swept separately and their proposals pooled per class
+before NMS. :func:`results_json` wraps the proposals of many videos in the ActivityNet results layout that
 :mod:`ftcl_plugin.evaluation` reads.
 
-The defaults are ACM-Net's THUMOS14 settings; :meth:`LocalizationConfig.cola` gives CoLA's.
+The defaults are ACM-Net's THUMOS14 settings (ispc-lab/ACM-Net); :meth:`LocalizationConfig.cola` gives CoLA's
+(zhang-can/CoLA). W-TALC's and STPN's are expressed through the same options in their integrations' configs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import check_choice, check_number
+from ._checks import check_choice, check_flag, check_number
 
 
 def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
@@ -27,7 +29,7 @@ def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class LocalizationConfig:
-    """Settings of :func:`localize`; the defaults are ACM-Net's THUMOS14 inference (BASELINES.md §1.4).
+    """Settings of :func:`localize`; the defaults are ACM-Net's THUMOS14 inference (ispc-lab/ACM-Net ``main_thu.py``).
 
     Args:
         class_threshold: a class is predicted when its video score passes this (ACM-Net 0.25); if none
@@ -36,18 +38,30 @@ class LocalizationConfig:
         normalize: ``"none"`` (ACM-Net) or ``"minmax"`` (CoLA: per-video min-max over time of each CAS
             column and of the attention, with ReLU'd extremes, clipped to [0, 1]).
         upsample: linear-interpolation factor of the CAS and the attention (ACM-Net 20, CoLA 24).
-        cas_thresholds: sweep on the CAS; runs are scored on the CAS with values below the threshold zeroed.
+        cas_thresholds: sweep on the CAS; runs are scored on the CAS with values below the cut zeroed.
         attention_thresholds: sweep on the attention (ignored without attention); runs are scored on the
             un-thresholded CAS.
+        threshold_mode: ``"absolute"``: a position is kept where the swept signal is ``>= threshold`` and ``> 0``
+            (ACM-Net, CoLA); ``"relative"``: where it is ``> min + threshold * (max - min)``, the extremes taken
+            over the video per class (W-TALC's ``(max + min) / 2`` is 0.5).
+        run_score: ``"oic"``: the outer-inner contrast of the run on its scoring signal (ACM-Net, CoLA; with
+            ``outer_ratio = 0`` the run's mean); ``"max"``: the maximum of the scoring signal over the run (W-TALC).
         min_length: shortest run kept, in upsampled positions (2 in both baselines).
         outer_ratio: OIC's lambda: the outer region extends ``outer_ratio * length`` on each side (ACM-Net 0.2).
         class_score_weight: OIC's gamma: weight of the video class score added to each score (ACM-Net 0).
-        nms: ``"hard"`` (greedy, drop overlaps at or above ``nms_iou``) or ``"soft"`` (Gaussian soft-NMS).
+        nms: ``"hard"`` (greedy, drop overlaps at or above ``nms_iou``), ``"soft"`` (Gaussian soft-NMS) or
+            ``"none"`` (keep every run, as W-TALC).
         nms_iou: hard-NMS threshold (ACM-Net 0.55, CoLA 0.6).
         iou_mode: ``"plus_one"`` (the baselines' NMS IoU with a +1 length term on seconds; parity mode) or
             ``"standard"``.
         soft_nms_sigma: Gaussian soft-NMS width: a score is multiplied by ``exp(-iou**2 / sigma)``.
         soft_nms_min_score: after soft-NMS, proposals whose score fell below this are dropped (``None``: keep all).
+        clip_to_duration: with a ``duration``, clip proposal ends to it and drop proposals that start at or after
+            it. Off by default: none of the four baselines does this.
+        streams: S, the number of streams whose signals share the CAS (and a per-class attention) stream-major:
+            column ``s * C + c`` is class ``c`` of stream ``s``, as the features put RGB channels before flow.
+            Each stream is swept on its own and the streams' proposals of a class are pooled before NMS (STPN's
+            two-stream fusion: 2).
         fps: video frame rate of the features.
         frames_per_snippet: frames per feature snippet (16 for I3D features at 25 fps: 0.64 s).
 
@@ -62,14 +76,18 @@ class LocalizationConfig:
     upsample: int = 20
     cas_thresholds: tuple[float, ...] = (0.15, 0.20)
     attention_thresholds: tuple[float, ...] = field(default_factory=lambda: _steps(0.15, 0.95, 0.05))
+    threshold_mode: Literal["absolute", "relative"] = "absolute"
+    run_score: Literal["oic", "max"] = "oic"
     min_length: int = 2
     outer_ratio: float = 0.2
     class_score_weight: float = 0.0
-    nms: Literal["hard", "soft"] = "hard"
+    nms: Literal["hard", "soft", "none"] = "hard"
     nms_iou: float = 0.55
     iou_mode: Literal["plus_one", "standard"] = "plus_one"
     soft_nms_sigma: float = 0.5
     soft_nms_min_score: float | None = None
+    clip_to_duration: bool = False
+    streams: int = 1
     fps: float = 25.0
     frames_per_snippet: int = 16
 
@@ -77,13 +95,17 @@ class LocalizationConfig:
         check_number(self.class_threshold, "class_threshold")
         check_choice(self.normalize, "normalize", ("none", "minmax"))
         check_number(self.upsample, "upsample", minimum=1, integer=True)
+        check_choice(self.threshold_mode, "threshold_mode", ("absolute", "relative"))
+        check_choice(self.run_score, "run_score", ("oic", "max"))
         check_number(self.min_length, "min_length", minimum=1, integer=True)
         check_number(self.outer_ratio, "outer_ratio", minimum=0)
         check_number(self.class_score_weight, "class_score_weight")
-        check_choice(self.nms, "nms", ("hard", "soft"))
+        check_choice(self.nms, "nms", ("hard", "soft", "none"))
         check_number(self.nms_iou, "nms_iou", minimum=0, maximum=1)
         check_choice(self.iou_mode, "iou_mode", ("plus_one", "standard"))
         check_number(self.soft_nms_sigma, "soft_nms_sigma", minimum=0, strict_minimum=True)
+        check_flag(self.clip_to_duration, "clip_to_duration")
+        check_number(self.streams, "streams", minimum=1, integer=True)
         check_number(self.fps, "fps", minimum=0, strict_minimum=True)
         check_number(self.frames_per_snippet, "frames_per_snippet", minimum=1, integer=True)
         for name in ("cas_thresholds", "attention_thresholds"):
@@ -92,7 +114,7 @@ class LocalizationConfig:
 
     @classmethod
     def cola(cls) -> LocalizationConfig:
-        """CoLA's THUMOS14 inference (BASELINES.md §2.4)."""
+        """CoLA's THUMOS14 inference (zhang-can/CoLA ``core/config.py`` and ``main_cola.py``)."""
         return cls(class_threshold=0.2, class_threshold_inclusive=True, normalize="minmax", upsample=24,
                    cas_thresholds=_steps(0.0, 0.225, 0.025), attention_thresholds=_steps(0.1, 0.9, 0.025),
                    outer_ratio=0.25, class_score_weight=0.2, nms_iou=0.6)
@@ -177,8 +199,8 @@ def _oic(signal: np.ndarray, starts: np.ndarray, ends: np.ndarray, outer_ratio: 
 def segment_iou(segment: np.ndarray, others: np.ndarray, mode: Literal["plus_one", "standard"]) -> np.ndarray:
     """IoU of one [start, end] with each row of ``others`` (seconds); ``"plus_one"`` adds 1 to every length.
 
-    The "+1" form is the baselines' NMS IoU, copied from frame-index code; it inflates the IoU of segments a
-    few seconds long and is kept for parity (BASELINES.md §0.4.5).
+    The "+1" form is the NMS IoU of ACM-Net and CoLA, copied from frame-index code; it inflates the IoU of segments a
+    few seconds long and is kept for parity.
 
     Args:
         segment: (2,) start and end.
@@ -203,6 +225,9 @@ def segment_iou(segment: np.ndarray, others: np.ndarray, mode: Literal["plus_one
 
 def _nms(segments: np.ndarray, scores: np.ndarray, config: LocalizationConfig) -> tuple[np.ndarray, np.ndarray]:
     """Class-wise NMS; returns kept segments and scores by descending (possibly decayed) score."""
+    if config.nms == "none":
+        order = np.argsort(-scores, kind="stable")
+        return segments[order], scores[order]
     if config.nms == "hard":
         order = np.argsort(-scores, kind="stable")
         kept: list[int] = []
@@ -241,17 +266,18 @@ def localize(cas: Any, video_scores: Any, *, attention: Any = None, class_names:
     """Temporal proposals of one video from its class activation sequence.
 
     Args:
-        cas: (T, C) per-class snippet scores after the baseline's own activation.
-        video_scores: (C,) video-level class scores in [0, 1].
-        attention: (T,) action attention in [0, 1], or ``None`` to use the CAS sweep only.
+        cas: (T, S*C) per-class snippet scores after the baseline's own activation; S = ``config.streams``
+            (1 by default, so (T, C)), stream-major.
+        video_scores: (C,) video-level class scores.
+        attention: the signal of the attention sweep, or ``None`` to use the CAS sweep only: (T,) action
+            attention shared by every class, or (T, S*C) laid out as ``cas``.
         class_names: the C class names, in CAS column order.
         num_snippets: the video's true snippet count L (T is the sampled length; times scale by L / T).
-        duration: video length in seconds; proposal ends are clipped to it and proposals starting at or
-            after it are dropped. ``None`` leaves times unclipped.
+        duration: video length in seconds, used only with ``config.clip_to_duration``.
         config: settings (``None``: ACM-Net's THUMOS14 defaults).
 
     Shape:
-        cas (T, C), video_scores (C,), attention (T,); numpy arrays or tensors.
+        cas (T, S*C), video_scores (C,), attention (T,) or (T, S*C); numpy arrays or tensors.
 
     Returns:
         Proposals ``[{"segment": [t_start, t_end], "label": name, "score": s}, ...]``, per predicted class (in
@@ -269,9 +295,12 @@ def localize(cas: Any, video_scores: Any, *, attention: Any = None, class_names:
         [('b', [1.28, 3.84], 0.9)]
     """
     config = config or LocalizationConfig()
-    cas = _as_array(cas, "cas", 2, "(T, C)")
+    cas = _as_array(cas, "cas", 2, "(T, C)" if config.streams == 1 else "(T, S*C)")
     scores = _as_array(video_scores, "video_scores", 1, "(C,)")
-    length, num_classes = cas.shape
+    length, columns = cas.shape
+    if columns % config.streams:
+        raise ValueError(f"`cas` must have S*C columns for S = {config.streams} streams, but got {columns}.")
+    num_classes = columns // config.streams
     if scores.shape[0] != num_classes:
         raise ValueError(f"`video_scores` must have shape ({num_classes},), but got {tuple(scores.shape)}.")
     if len(class_names) != num_classes:
@@ -282,43 +311,52 @@ def localize(cas: Any, video_scores: Any, *, attention: Any = None, class_names:
     if duration is not None:
         check_number(duration, "duration", minimum=0, strict_minimum=True)
     if attention is not None:
-        attention = _as_array(attention, "attention", 1, "(T,)")
-        if attention.shape[0] != length:
-            raise ValueError(f"`attention` must have shape ({length},), but got {tuple(attention.shape)}.")
+        attention = _as_array(attention, "attention", np.ndim(attention), "(T,)")  # its shape is checked next
+        if attention.shape not in ((length,), (length, columns)):
+            expected = f"({length},) or ({length}, {columns})" if columns > 1 else f"({length},)"
+            raise ValueError(f"`attention` must have shape {expected}, but got {tuple(attention.shape)}.")
 
     passed = scores >= config.class_threshold if config.class_threshold_inclusive else scores > config.class_threshold
     classes = np.flatnonzero(passed) if passed.any() else np.array([int(np.argmax(scores))])
     if config.normalize == "minmax":
         cas = _minmax(cas)
         attention = None if attention is None else _minmax(attention)
-    cas_up = upsample_linear(cas[:, classes], config.upsample)
-    attention_up = None if attention is None else upsample_linear(attention, config.upsample)
+    # Upsample only the predicted classes' columns of every stream, stream-major: column s * K + k.
+    picked = (np.arange(config.streams)[:, None] * num_classes + classes[None]).ravel()
+    cas_up = upsample_linear(cas[:, picked], config.upsample)
+    attention_up = None
+    if attention is not None:
+        attention_up = upsample_linear(attention if attention.ndim == 1 else attention[:, picked], config.upsample)
     seconds_per_position = config.frames_per_snippet * num_snippets / (config.fps * config.upsample * length)
 
     proposals: list[dict[str, Any]] = []
-    for column, c in enumerate(classes):  # a loop per predicted class and threshold; runs are vectorised
-        signal = cas_up[:, column]
+    for column, c in enumerate(classes):  # a loop per predicted class, stream and threshold; runs are vectorised
         found_starts, found_ends, found_scores = [], [], []
-        sweeps = [(signal, threshold, True) for threshold in config.cas_thresholds]
-        if attention_up is not None:
-            sweeps += [(attention_up, threshold, False) for threshold in config.attention_thresholds]
-        for swept, threshold, score_thresholded in sweeps:
-            # "at or above the threshold and positive": CoLA's zero threshold keeps only positive positions
-            mask = (swept >= threshold) & (swept > 0)
-            starts, ends = _runs(mask, config.min_length)
-            if not starts.size:
-                continue
-            scoring = np.where(signal >= threshold, signal, 0.0) if score_thresholded else signal
-            found_starts.append(starts)
-            found_ends.append(ends)
-            found_scores.append(_oic(scoring, starts, ends, config.outer_ratio)
-                                + config.class_score_weight * scores[c])
+        for stream in range(config.streams):
+            index = stream * classes.size + column
+            signal = cas_up[:, index]
+            sweeps = [(signal, threshold, True) for threshold in config.cas_thresholds]
+            if attention_up is not None:
+                swept = attention_up if attention_up.ndim == 1 else attention_up[:, index]
+                sweeps += [(swept, threshold, False) for threshold in config.attention_thresholds]
+            for swept, threshold, score_thresholded in sweeps:
+                mask, cut = _sweep_mask(swept, threshold, config.threshold_mode)
+                starts, ends = _runs(mask, config.min_length)
+                if not starts.size:
+                    continue
+                scoring = signal
+                if score_thresholded:
+                    above = signal > cut if config.threshold_mode == "relative" else signal >= cut
+                    scoring = np.where(above, signal, 0.0)
+                found_starts.append(starts)
+                found_ends.append(ends)
+                found_scores.append(_run_scores(scoring, starts, ends, config) + config.class_score_weight * scores[c])
         if not found_starts:
             continue
         segments = np.stack([np.concatenate(found_starts) * seconds_per_position,
                              (np.concatenate(found_ends) + 1) * seconds_per_position], axis=1)
         run_scores = np.concatenate(found_scores)
-        if duration is not None:
+        if duration is not None and config.clip_to_duration:
             inside = segments[:, 0] < duration
             segments, run_scores = segments[inside], run_scores[inside]
             segments[:, 1] = np.minimum(segments[:, 1], duration)
@@ -327,6 +365,23 @@ def localize(cas: Any, video_scores: Any, *, attention: Any = None, class_names:
         proposals.extend({"segment": [float(s), float(e)], "label": name, "score": float(v)}
                          for (s, e), v in zip(kept_segments, kept_scores))
     return proposals
+
+
+def _sweep_mask(swept: np.ndarray, threshold: float, mode: str) -> tuple[np.ndarray, float]:
+    """The positions a threshold keeps, and the cut value it applies (see ``LocalizationConfig.threshold_mode``)."""
+    if mode == "relative":
+        low, high = float(swept.min()), float(swept.max())
+        cut = low + threshold * (high - low)
+        return swept > cut, cut
+    # "at or above the threshold and positive": CoLA's zero threshold keeps only positive positions
+    return (swept >= threshold) & (swept > 0), threshold
+
+
+def _run_scores(signal: np.ndarray, starts: np.ndarray, ends: np.ndarray, config: LocalizationConfig) -> np.ndarray:
+    """Each run's score on ``signal`` before the class-score term: OIC or the maximum over the run."""
+    if config.run_score == "max":
+        return np.array([signal[start:end + 1].max() for start, end in zip(starts, ends)])
+    return _oic(signal, starts, ends, config.outer_ratio)
 
 
 def results_json(proposals: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:

@@ -1,74 +1,16 @@
-"""Detection and classification mAP: hand-computed cases, a per-prediction loop reference, real THUMOS14 GT."""
+"""Detection and classification mAP: hand-computed cases, presets, the metric object (ties, inputs and the
+shipped ground truth have their own test_evaluation_*.py files)."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ftcl_plugin.evaluation import PRESETS, DetectionMAP, classification_map, detection_map, format_table
-
-# ----------------------------------------------------------------------------------------------------------------
-# An independent, deliberately plain reference: one Python loop per prediction, written from the description
-# "per class, predictions by descending score (ties: input order) each take the unmatched ground truth of the
-# same video with the highest t-IoU at or above the threshold (ties: the earlier ground truth); AP is the
-# all-point interpolated area; mAP is the mean over the classes with ground truth".
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def loop_detection_map(gt_rows, pred_rows, thresholds):
-    """gt_rows: [(video, start, end, label)]; pred_rows: [(video, start, end, label, score)] -> (K,) mAP."""
-    classes = []
-    for row in gt_rows:
-        if row[3] not in classes:
-            classes.append(row[3])
-    result = []
-    for threshold in thresholds:
-        aps = []
-        for label in classes:
-            gts = [(i, r) for i, r in enumerate(gt_rows) if r[3] == label]
-            preds = [r for r in pred_rows if r[3] == label]
-            preds = sorted(preds, key=lambda r: -r[4])  # sorted() is stable
-            taken = set()
-            flags = []
-            for video, start, end, _, _ in preds:
-                best, best_iou = None, -1.0
-                for index, (g_video, g_start, g_end, _) in gts:
-                    if g_video != video or index in taken:
-                        continue
-                    inter = max(0.0, min(end, g_end) - max(start, g_start))
-                    union = (g_end - g_start) + (end - start) - inter
-                    iou = inter / union
-                    if iou >= threshold and iou > best_iou:
-                        best, best_iou = index, iou
-                if best is None:
-                    flags.append(False)
-                else:
-                    taken.add(best)
-                    flags.append(True)
-            aps.append(loop_interpolated_ap(flags, len(gts)))
-        result.append(sum(aps) / len(aps))
-    return result
-
-
-def loop_interpolated_ap(flags, num_positive):
-    if not flags:
-        return 0.0
-    precision, recall, hits = [], [], 0
-    for count, flag in enumerate(flags, start=1):
-        hits += flag
-        precision.append(hits / count)
-        recall.append(hits / num_positive)
-    precision = [0.0] + precision + [0.0]
-    recall = [0.0] + recall + [1.0]
-    for i in range(len(precision) - 2, -1, -1):
-        precision[i] = max(precision[i], precision[i + 1])
-    return sum((recall[i] - recall[i - 1]) * precision[i] for i in range(1, len(recall)) if recall[i] != recall[i - 1])
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
@@ -129,14 +71,6 @@ def test_duplicate_detection_is_false_positive():
     assert reversed_scores["mAP"] == [0.5]  # FP first, TP second: precision 1/2 at recall 1
 
 
-def test_ties_in_score_keep_input_order():
-    gt = make_gt([("v1", 0.0, 10.0, "A"), ("v1", 20.0, 30.0, "A")])
-    hit, miss = ("v1", 0.0, 10.0, "A", 0.5), ("v1", 50.0, 60.0, "A", 0.5)
-    # stable descending sort: the earlier of two equal scores is ranked first
-    assert detection_map(gt, make_frame([hit, miss]), tiou_thresholds=[0.5])["mAP"] == [0.5]  # 1/2 * 1
-    assert detection_map(gt, make_frame([miss, hit]), tiou_thresholds=[0.5])["mAP"] == [0.25]  # 1/2 * 1/2
-
-
 def test_tiou_exactly_at_threshold_counts():
     gt = make_gt([("v1", 0.0, 2.0, "A")])
     at_half = make_frame([("v1", 0.0, 1.0, "A", 1.0)])  # t-IoU exactly 0.5
@@ -153,10 +87,9 @@ def test_best_tiou_unmatched_ground_truth_is_taken():
     # the first prediction overlaps both GT; it must take the better one and leave the other for the second
     gt = make_gt([("v1", 0.0, 10.0, "A"), ("v1", 8.0, 18.0, "A")])
     preds = make_frame([("v1", 1.0, 12.0, "A", 0.9), ("v1", 7.0, 17.0, "A", 0.8)])
+    # t-IoU of the first: 9/12 with [0, 10], 4/14 with [8, 18]; the second: 3/10 with [0, 10], 9/11 with [8, 18]
     result = detection_map(gt, preds, tiou_thresholds=[0.5])
     assert result["mAP"] == [1.0]
-    assert loop_detection_map([("v1", 0.0, 10.0, "A"), ("v1", 8.0, 18.0, "A")],
-                              list(preds.itertuples(index=False)), [0.5]) == [1.0]
 
 
 def test_zero_length_pairs_follow_activitynet():
@@ -165,40 +98,6 @@ def test_zero_length_pairs_follow_activitynet():
     gt = make_gt([("v1", 4.0, 4.0, "A"), ("v1", 10.0, 20.0, "A")])
     result = detection_map(gt, make_frame([("v1", 7.0, 7.0, "A", 0.9)]), tiou_thresholds=[0.5, 0.95])
     assert result["mAP"] == [0.5, 0.5]
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_matches_per_prediction_loop_with_duplicates_and_ties(seed):
-    rng = random.Random(seed)
-    videos, labels = ["a", "b", "c", "d"], ["X", "Y", "Z"]
-    gt_rows = []
-    for video in videos:
-        for _ in range(rng.randint(1, 8)):
-            start = rng.randint(0, 60) * 0.5  # coarse grid: many equal t-IoUs
-            gt_rows.append((video, start, start + rng.randint(1, 12) * 0.5, rng.choice(labels)))
-    pred_rows = []
-    for video, start, end, label in gt_rows:
-        for _ in range(rng.randint(0, 6)):  # near-duplicates, as a threshold sweep produces
-            s = start + rng.randint(-3, 3) * 0.5
-            e = max(s, end + rng.randint(-3, 3) * 0.5)
-            pred_rows.append((video, s, e, label if rng.random() < 0.85 else rng.choice(labels),
-                              rng.randint(0, 9) / 10))  # scores on a grid: many ties
-    for _ in range(10):
-        s = rng.randint(0, 60) * 0.5
-        pred_rows.append((rng.choice(videos + ["unknown"]), s, s + rng.randint(0, 10) * 0.5, rng.choice(labels),
-                          rng.random()))
-    rng.shuffle(pred_rows)
-    thresholds = [0.1, 0.25, 0.3, 0.5, 0.7, 0.9, 1.0]
-    used = {row[3] for row in gt_rows}
-    pred_rows = [row for row in pred_rows if row[3] in used]
-    expected = loop_detection_map(gt_rows, pred_rows, thresholds)
-    # a DataFrame keeps the row order, which decides ties (a results dict would group rows by video)
-    got = detection_map(make_gt(gt_rows), make_frame(pred_rows), tiou_thresholds=thresholds)["mAP"]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-    # without ties in score the results-JSON path (grouped by video) gives the same numbers
-    untied = [row[:4] + (row[4] + 1e-3 * i,) for i, row in enumerate(pred_rows)]
-    got = detection_map(make_gt(gt_rows), make_results(untied), tiou_thresholds=thresholds)["mAP"]
-    np.testing.assert_allclose(got, loop_detection_map(gt_rows, untied, thresholds), rtol=0, atol=1e-6)
 
 
 def test_perfect_predictions_and_order_invariance():
@@ -258,126 +157,6 @@ def test_inputs_are_not_mutated():
     detection_map(gt, frame)
     assert (json.dumps(gt), json.dumps(results)) == before[:2]
     pd.testing.assert_frame_equal(frame, before[2])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# bad input: documented behaviour or a clear error naming the video / field
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def test_unknown_video_policies():
-    gt = make_gt([("v1", 0.0, 10.0, "A")])
-    rows = [("elsewhere", 0.0, 10.0, "A", 0.9), ("v1", 0.0, 10.0, "A", 0.5)]
-    # default: a false positive, as ActivityNet's evaluator counts it (ranked first here, so AP 1/2)
-    assert detection_map(gt, make_frame(rows), tiou_thresholds=[0.5])["mAP"] == [0.5]
-    assert detection_map(gt, make_frame(rows), tiou_thresholds=[0.5], unknown_videos="ignore")["mAP"] == [1.0]
-    with pytest.raises(ValueError, match="not in the ground-truth subset 'test': 'elsewhere'"):
-        detection_map(gt, make_frame(rows), unknown_videos="error")
-
-
-@pytest.mark.parametrize("rows, message", [
-    ([("v1", 0.0, 1.0, "Nope", 0.5)], "label 'Nope' \\(video 'v1'\\) is not a class"),
-    ([("v1", 0.0, 1.0, "A", float("nan"))], "prediction 0 \\(video 'v1'\\) has a NaN 'score'"),
-    ([("v1", 2.0, 1.0, "A", 0.5)], "'segment' \\[2.0, 1.0\\] with end < start"),
-    ([("v1", 0.0, float("inf"), "A", 0.5)], "non-finite 'segment'"),
-])
-def test_bad_prediction_values(rows, message):
-    with pytest.raises(ValueError, match=message):
-        detection_map(make_gt([("v1", 0.0, 10.0, "A")]), make_frame(rows))
-
-
-def test_negative_scores_and_empty_predictions():
-    gt = make_gt([("v1", 0.0, 10.0, "A")])
-    # only the order of scores matters (OIC scores can be negative), as in ActivityNet's evaluator
-    assert detection_map(gt, make_frame([("v1", 0.0, 10.0, "A", -3.0)]))["mAP"] == [1.0] * 7
-    assert detection_map(gt, {"results": {}})["mAP"] == [0.0] * 7
-    assert detection_map(gt, make_frame([]))["average_mAP"] == 0.0
-
-
-def test_bad_structures_name_the_field(tmp_path):
-    gt = make_gt([("v1", 0.0, 10.0, "A")])
-    with pytest.raises(ValueError, match="entry 0 of video 'v1' lacks field 'score'"):
-        detection_map(gt, {"results": {"v1": [{"segment": [0, 1], "label": "A"}]}})
-    with pytest.raises(ValueError, match="prediction 0 \\(video 'v1'\\) has 'segment' \\[0, 1, 2\\]"):
-        detection_map(gt, {"results": {"v1": [{"segment": [0, 1, 2], "label": "A", "score": 1.0}]}})
-    with pytest.raises(ValueError, match="has 'score' '0.5'; expected a number"):
-        detection_map(gt, {"results": {"v1": [{"segment": [0, 1], "label": "A", "score": "0.5"}]}})
-    with pytest.raises(ValueError, match="no 'results' mapping"):
-        detection_map(gt, {"version": "x"})
-    with pytest.raises(ValueError, match="lacks score"):
-        detection_map(gt, pd.DataFrame({"video": [], "t_start": [], "t_end": [], "label": []}))
-    with pytest.raises(TypeError, match="must be a path, a results-JSON dict or a pandas DataFrame"):
-        detection_map(gt, [1, 2])
-    with pytest.raises(ValueError, match="no videos in subset 'validation'; subsets present: 'test'"):
-        detection_map(gt, {"results": {}}, subset="validation")
-    with pytest.raises(ValueError, match="cannot read"):
-        detection_map(tmp_path / "missing.json", {"results": {}})
-    with pytest.raises(ValueError, match="`tiou_thresholds` must be non-empty with every value in \\(0, 1\\]"):
-        detection_map(gt, {"results": {}}, tiou_thresholds=[0.0, 0.5])
-    with pytest.raises(ValueError, match="`preset` must be one of"):
-        detection_map(gt, {"results": {}}, preset="thumos")
-    with pytest.raises(ValueError, match="annotation 0 of video 'v1' has segment \\[3.0, 1.0\\]"):
-        detection_map(make_gt([("v1", 3.0, 1.0, "A")]), {"results": {}})
-
-
-def test_ambiguous_predictions_are_dropped_before_matching(tmp_path):
-    gt = make_gt([("v1", 0.0, 10.0, "A")])
-    rows = [("v1", 40.0, 45.0, "A", 0.9), ("v1", 0.0, 10.0, "A", 0.5)]
-    assert detection_map(gt, make_frame(rows), tiou_thresholds=[0.5])["mAP"] == [0.5]  # off by default
-    path = tmp_path / "Ambiguous_test.txt"
-    path.write_text("v1 44.5 50.0\nv9 0 1\n")
-    assert detection_map(gt, make_frame(rows), tiou_thresholds=[0.5], ambiguous=path)["mAP"] == [1.0]
-    # touching an interval (zero-length overlap) is not overlapping
-    assert detection_map(gt, make_frame(rows), tiou_thresholds=[0.5],
-                         ambiguous={"v1": [[45.0, 50.0]]})["mAP"] == [0.5]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# real THUMOS14 ground truth
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _thumos_test_rows(shared_data):
-    database = json.loads((shared_data / "thumos14" / "gt.json").read_text())["database"]
-    return [(video, a["segment"][0], a["segment"][1], a["label"])
-            for video, entry in database.items() if entry["subset"] == "test" for a in entry["annotations"]]
-
-
-def test_thumos14_ground_truth_as_predictions(shared_data):
-    gt_path = shared_data / "thumos14" / "gt.json"
-    rows = _thumos_test_rows(shared_data)
-    assert len(rows) == 3358  # 212 test videos (BASELINES.md §0.5)
-    rng = np.random.default_rng(0)
-    frame = make_frame([(v, s, e, label, float(score)) for (v, s, e, label), score in zip(rows, rng.random(len(rows)))])
-    result = detection_map(gt_path, frame)
-    assert result["mAP"] == [1.0] * 7
-    assert result["summary"]["Avg 0.1:0.7"] == 1.0
-
-
-def test_thumos14_shifted_predictions(shared_data):
-    # Every GT segment shifted right by 20% of its length: t-IoU with its own GT = 0.8 / 1.2 = 2/3. So at
-    # t-IoU <= 0.6 each GT is found by its own copy and mAP is 1, and at 0.7 no copy matches its own GT.
-    # A copy could only match at 0.7 through a *different* GT of its class overlapping it by >= 0.7,
-    # which THUMOS14's test annotations do not contain: mAP@0.7 is 0.
-    rows = _thumos_test_rows(shared_data)
-    rng = np.random.default_rng(1)
-    shifted = [(v, s + 0.2 * (e - s), e + 0.2 * (e - s), label, float(score))
-               for (v, s, e, label), score in zip(rows, rng.random(len(rows)))]
-    result = detection_map(shared_data / "thumos14" / "gt.json", make_frame(shifted))
-    np.testing.assert_allclose(result["mAP"], [1, 1, 1, 1, 1, 1, 0], atol=1e-12)
-    assert result["summary"]["Avg 0.3:0.7"] == pytest.approx(0.8)
-
-
-def test_activitynet_ground_truth_as_predictions(shared_data):
-    # ActivityNet1.3 validation holds three zero-length segments; their copies must still count (see
-    # test_zero_length_pairs_follow_activitynet), so perfect predictions give 1.0 at all ten thresholds
-    path = shared_data / "activitynet13" / "gt_validation.json"
-    database = json.loads(path.read_text())["database"]
-    rows = [(video, a["segment"][0], a["segment"][1], a["label"], 1.0 / (1 + i))
-            for i, (video, entry) in enumerate(database.items()) for a in entry["annotations"]]
-    result = detection_map(path, make_frame(rows), preset="activitynet")
-    assert result["mAP"] == [1.0] * 10 and list(result["summary"])[-1] == "Avg 0.5:0.95"
-    assert len(result["ap_per_class"]) == 200
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -51,14 +51,20 @@ def test_custom_thresholds(files, capsys):
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda g, p: p.write_text("{not json"), "is not valid JSON"),
-    (lambda g, p: p.unlink(), "cannot read"),
+    (lambda g, p: p.unlink(), "pred.json') cannot be read (No such file or directory)"),
     (lambda g, p: p.write_text(json.dumps({"results": {"v1": [{"segment": [0, 1], "label": "Z", "score": 1}]}})),
-     "label 'Z' (video 'v1') is not a class"),
+     "pred.json'): entry 0 of video 'v1' has 'label' 'Z', which is not a class of the ground-truth subset 'test'"),
     (lambda g, p: p.write_text(json.dumps({"results": {"v1": [{"segment": [3, 1], "label": "A", "score": 1}]}})),
-     "with end < start"),
+     "pred.json'): entry 0 of video 'v1' has 'segment' [3.0, 1.0]; expected end >= start."),
     (lambda g, p: p.write_text(json.dumps({"results": {"v1": [{"segment": [0, 1], "label": "A"}]}})),
      "entry 0 of video 'v1' lacks field 'score'"),
-    (lambda g, p: g.write_text(json.dumps({"taxonomy": []})), "no 'database' mapping"),
+    (lambda g, p: g.write_text(json.dumps({"taxonomy": []})), "gt.json') must be in the gt.json layout"),
+    (lambda g, p: p.write_bytes(b"[" * 100_000 + b"]" * 100_000), "nests lists or objects too deeply"),
+    (lambda g, p: p.write_text('{"results": {"v1": [{"segment": [0, 1], "label": "A", "score": 1' + "0" * 400 + "}]}}"),
+     "entry 0 of video 'v1' has 'score' an integer of about 401 digits; expected a number"),
+    (lambda g, p: p.write_bytes(b'{"results": {"v\xe9": []}}'), "pred.json') is not UTF-8 text"),
+    (lambda g, p: g.write_text(json.dumps({"database": {"v1": {"subset": 1, "annotations": []}}})),
+     "video 'v1' has 'subset' 1; expected a string such as 'test' or 'validation'"),
 ])
 def test_bad_input_exits_1_with_message(files, capsys, mutate, message):
     _, gt, pred = files
@@ -84,6 +90,17 @@ def test_unknown_videos_flag(files, capsys):
     pred.write_text(json.dumps({"results": {"v2": [{"segment": [1.0, 2.0], "label": "A", "score": 1.0}]}}))
     assert main(["--gt", str(gt), "--pred", str(pred), "--unknown-videos", "error"]) == 1
     assert "1 video(s) are not in the ground-truth subset 'test': 'v2'" in capsys.readouterr().err
+
+
+def test_output_json_is_replaced_whole(files, capsys):
+    folder, gt, pred = files
+    out = folder / "out.json"
+    out.write_text("old contents")
+    assert main(["--gt", str(gt), "--pred", str(pred), "--output-json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP"] == [1.0] * 7
+    assert sorted(p.name for p in folder.iterdir()) == ["gt.json", "out.json", "pred.json"]  # no temporary left
+    assert main(["--gt", str(gt), "--pred", str(pred), "--output-json", str(folder)]) == 1  # a directory
+    assert f"cannot write {str(folder)!r}" in capsys.readouterr().err
 
 
 def test_python_dash_m(files):

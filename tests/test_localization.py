@@ -23,7 +23,7 @@ def test_upsample_matches_scipy_extrapolating_interp1d():
 
 
 def test_one_plateau_oic_by_hand():
-    # BASELINES.md §0.4.3 with lambda = 0.2: run [4, 7] (n = 4) -> outer region int(3.2)=3 .. int(7.8)=7,
+    # OIC with lambda = 0.2: run [4, 7] (n = 4) -> outer region int(3.2)=3 .. int(7.8)=7,
     # i.e. only position 3. CAS sweep scores the thresholded CAS (position 3 zeroed): 0.5 - 0 = 0.5.
     # Attention sweep scores the raw CAS: 0.5 - 0.1 = 0.4. NMS keeps the better copy of the same segment.
     cas = np.full((12, 1), 0.1)
@@ -65,7 +65,7 @@ def test_seconds_scale_with_true_length_and_upsampling():
 
 
 def test_nms_iou_modes():
-    # BASELINES.md §7: with the +1 quirk, [0, 1] s and [1.5, 2.5] s overlap 0.5 / 3.5; standard IoU gives 0
+    # With the +1 quirk, [0, 1] s and [1.5, 2.5] s overlap 0.5 / 3.5; standard IoU gives 0
     a, b = np.array([0.0, 1.0]), np.array([[1.5, 2.5]])
     assert segment_iou(a, b, "plus_one")[0] == pytest.approx(0.5 / 3.5)
     assert segment_iou(a, b, "standard")[0] == 0.0
@@ -115,12 +115,63 @@ def test_class_selection_and_fallback():
     assert fallback == {"b"}  # none passes: the top class
 
 
-def test_duration_clips_ends():
+def test_duration_clips_ends_only_when_asked():
     cas = np.zeros((10, 1))
     cas[6:10, 0] = 0.9
+    # No baseline clips: by default the duration changes nothing (the run ends at 10 * 0.64 = 6.4 s).
     out = localize(cas, np.array([0.9]), class_names=["a"], num_snippets=10, duration=6.0, config=PLAIN)
+    assert out[0]["segment"] == [6 * 0.64, 10 * 0.64]
+    clip = LocalizationConfig(upsample=1, clip_to_duration=True)
+    out = localize(cas, np.array([0.9]), class_names=["a"], num_snippets=10, duration=6.0, config=clip)
     assert out[0]["segment"] == [6 * 0.64, 6.0]
-    assert localize(cas, np.array([0.9]), class_names=["a"], num_snippets=10, duration=3.0, config=PLAIN) == []
+    assert localize(cas, np.array([0.9]), class_names=["a"], num_snippets=10, duration=3.0, config=clip) == []
+
+
+def test_relative_threshold_and_max_score_by_hand():
+    # W-TALC's rule: a column is cut at min + 0.5 * (max - min) = (max + min) / 2, strictly, and a run is scored
+    # by its maximum. Column [0, 1, 4, 3.5, 1.2, -2, 2, 2]: min -2, max 4 -> cut 1; positions > 1: 2, 3, 4, 6, 7
+    # -> runs [2, 4] (max 4) and [6, 7] (max 2). Negative values take part (no "> 0" condition).
+    cas = np.array([[0.0, 1.0, 4.0, 3.5, 1.2, -2.0, 2.0, 2.0]]).T
+    config = LocalizationConfig(upsample=1, cas_thresholds=(0.5,), threshold_mode="relative", run_score="max",
+                                outer_ratio=0.0, nms="none", class_threshold=0.0, class_threshold_inclusive=True)
+    out = localize(cas, np.array([0.5]), class_names=["a"], num_snippets=8, config=config)
+    assert [(p["segment"], p["score"]) for p in out] == [([2 * 0.64, 5 * 0.64], 4.0), ([6 * 0.64, 8 * 0.64], 2.0)]
+    # Shifting a column by a constant shifts the cut with it: same runs, scores shifted by the constant.
+    shifted = localize(cas + 10, np.array([0.5]), class_names=["a"], num_snippets=8, config=config)
+    assert [(p["segment"], p["score"]) for p in shifted] == [(p["segment"], p["score"] + 10) for p in out]
+    # A constant (e.g. all-zero) column has no position above its own cut.
+    assert localize(np.zeros((8, 1)), np.array([0.5]), class_names=["a"], num_snippets=8, config=config) == []
+
+
+def test_nms_none_keeps_overlapping_runs_by_score():
+    cas = np.array([[0.0, 0.5, 0.9, 0.9, 0.5, 0.0]]).T  # thresholds 0.4 and 0.8 give nested runs
+    config = LocalizationConfig(upsample=1, cas_thresholds=(0.4, 0.8), run_score="max", nms="none")
+    out = localize(cas, np.array([0.9]), class_names=["a"], num_snippets=6, config=config)
+    assert [p["segment"] for p in out] == [[1 * 0.64, 5 * 0.64], [2 * 0.64, 4 * 0.64]]
+    assert [p["score"] for p in out] == [0.9, 0.9]
+
+
+def test_two_streams_are_swept_apart_and_pooled_before_nms():
+    # Columns: [stream 0 class a, stream 0 class b, stream 1 class a, stream 1 class b]. The attention sweep runs
+    # on each stream's own signal and scores on that stream's CAS column (mean, outer_ratio 0).
+    length = 12
+    cas = np.zeros((length, 4))
+    signal = np.zeros((length, 4))
+    signal[2:6, 0], cas[2:6, 0] = 0.5, 0.3  # stream 0, class a: run [2, 5], score 0.3
+    signal[3:7, 2], cas[3:7, 2] = 0.5, 0.6  # stream 1, class a: run [3, 6], score 0.6; IoU with [2, 5] = 3/5
+    signal[9:11, 2], cas[9:11, 2] = 0.5, 0.2  # stream 1, class a: run [9, 10], score 0.2, disjoint
+    signal[0:3, 1], cas[0:3, 1] = 0.5, 0.4  # stream 0, class b: run [0, 2], score 0.4
+    config = LocalizationConfig(upsample=1, streams=2, cas_thresholds=(), attention_thresholds=(0.05,),
+                                outer_ratio=0.0, class_threshold=0.1, nms_iou=0.5, iou_mode="standard")
+    out = localize(cas, np.array([0.9, 0.9]), attention=signal, class_names=["a", "b"], num_snippets=length,
+                   config=config)
+    got = [(p["label"], [round(t / 0.64, 6) for t in p["segment"]], round(p["score"], 12)) for p in out]
+    # Class a: [3, 6] (0.6) suppresses stream 0's [2, 5] (IoU 0.6 >= 0.5); [9, 10] survives.
+    assert got == [("a", [3, 7], 0.6), ("a", [9, 11], 0.2), ("b", [0, 3], 0.4)]
+    loose = LocalizationConfig(**{**config.__dict__, "nms_iou": 0.7})
+    out = localize(cas, np.array([0.9, 0.9]), attention=signal, class_names=["a", "b"], num_snippets=length,
+                   config=loose)
+    assert len([p for p in out if p["label"] == "a"]) == 3  # IoU 0.6 < 0.7: both streams' runs survive
 
 
 def test_cola_config_is_invariant_to_cas_scale():
@@ -155,6 +206,8 @@ def test_tensors_and_no_mutation():
     ({"cas": np.full((5, 1), np.nan), "video_scores": np.zeros(1)}, ValueError, "`cas` must be finite"),
     ({"cas": np.zeros((5, 1)), "video_scores": np.zeros(1), "attention": np.zeros(4)}, ValueError,
      "`attention` must have shape \\(5,\\)"),
+    ({"cas": np.zeros((5, 2)), "video_scores": np.zeros(2), "attention": np.zeros((5, 3))}, ValueError,
+     "`attention` must have shape \\(5,\\) or \\(5, 2\\), but got \\(5, 3\\)"),
     ({"cas": np.zeros((5, 1)), "video_scores": np.zeros(1), "num_snippets": 0}, ValueError, "`num_snippets`"),
     ({"cas": np.zeros((5, 1)), "video_scores": np.zeros(1), "class_names": ["a", "b"]}, ValueError,
      "`class_names` must have 1 names"),
@@ -165,6 +218,22 @@ def test_input_errors(kwargs, error, message):
                  "num_snippets": 5, **kwargs}
     with pytest.raises(error, match=message):
         localize(arguments.pop("cas"), arguments.pop("video_scores"), **arguments)
+
+
+def test_stream_layout_errors():
+    config = LocalizationConfig(upsample=1, streams=2)
+    with pytest.raises(ValueError, match="`cas` must have S\\*C columns for S = 2 streams, but got 3"):
+        localize(np.zeros((5, 3)), np.zeros(1), class_names=["a"], num_snippets=5, config=config)
+    with pytest.raises(ValueError, match="`video_scores` must have shape \\(2,\\)"):
+        localize(np.zeros((5, 4)), np.zeros(4), class_names=["a"] * 4, num_snippets=5, config=config)
+    with pytest.raises(ValueError, match="`streams` must be >= 1, but got 0"):
+        LocalizationConfig(streams=0)
+    with pytest.raises(ValueError, match="`threshold_mode` must be one of 'absolute', 'relative'"):
+        LocalizationConfig(threshold_mode="max")
+    with pytest.raises(ValueError, match="`run_score` must be one of 'oic', 'max'"):
+        LocalizationConfig(run_score="mean")
+    with pytest.raises(TypeError, match="`clip_to_duration` must be a bool, but got int"):
+        LocalizationConfig(clip_to_duration=1)
 
 
 def test_config_errors():

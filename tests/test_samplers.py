@@ -1,11 +1,12 @@
-"""ClassPairSampler: a same-class pair in every batch, epoch coverage, reproducibility, errors."""
+"""ClassPairSampler: a same-class pair in every batch, epoch coverage, reproducibility, errors. SimilarPairSampler:
+W-TALC's batches (pairs drawn by class with replacement, then random videos)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ftcl_plugin.data.samplers import ClassPairSampler
+from ftcl_plugin.data.samplers import ClassPairSampler, SimilarPairSampler
 
 
 def _has_pair(labels: torch.Tensor, batch: list[int], identical: bool = False) -> bool:
@@ -92,3 +93,70 @@ def test_errors():
         ClassPairSampler(torch.ones(4), 2)
     with pytest.raises(TypeError, match="`labels` must be a torch.Tensor, but got list"):
         ClassPairSampler([[1]], 2)
+
+
+# ---- SimilarPairSampler (W-TALC's video_dataset.py load_data) --------------------------------------------------
+
+
+def _uneven_labels() -> torch.Tensor:
+    # class 0: video 0 only; class 1: videos 1..9; video 10 has classes 1 and 2; class 3 has no video.
+    labels = torch.zeros(11, 4)
+    labels[0, 0] = 1
+    labels[1:11, 1] = 1
+    labels[10, 2] = 1
+    return labels
+
+
+def test_similar_pairs_share_a_class_at_fixed_positions():
+    labels = _uneven_labels()
+    batches = list(SimilarPairSampler(labels, 10, num_pairs=3, num_batches=200,
+                                      generator=torch.Generator().manual_seed(0)))
+    assert len(batches) == 200 and all(len(b) == 10 for b in batches)
+    for batch in batches:
+        for first in (0, 2, 4):
+            assert bool((labels[batch[first]] * labels[batch[first + 1]]).sum() > 0)
+
+
+def test_similar_pairs_draw_classes_uniformly_and_videos_with_replacement():
+    # Classes are drawn uniformly among the 3 that have videos (class 3 has none), not in proportion to their
+    # videos: P(class 0) = 1/3, and class 0's only video then fills both places, so P(pair = (0, 0)) = 1/3.
+    # Class 2's only video is 10, so P(pair = (10, 10)) >= 1/3. Class 1 has 10 videos (1..10): P(same video
+    # twice) = 1/10, so P(a pair is one video twice) = 1/3 + 1/3 + 1/3 * 1/10 = 0.7.
+    labels = _uneven_labels()
+    sampler = SimilarPairSampler(labels, 6, num_pairs=3, num_batches=2000, generator=torch.Generator().manual_seed(1))
+    pairs = [(b[i], b[i + 1]) for b in sampler for i in (0, 2, 4)]
+    assert sum(p == (0, 0) for p in pairs) / len(pairs) == pytest.approx(1 / 3, abs=0.015)
+    assert sum(p[0] == p[1] for p in pairs) / len(pairs) == pytest.approx(0.7, abs=0.015)
+
+
+def test_similar_pairs_fill_the_rest_uniformly_and_default_length():
+    labels = _uneven_labels()
+    sampler = SimilarPairSampler(labels, 10, num_pairs=3, generator=torch.Generator().manual_seed(2))
+    assert len(sampler) == len(list(sampler)) == 2  # ceil(11 / 10) batches: a pass draws about N videos
+    rest = [v for b in SimilarPairSampler(labels, 10, num_pairs=3, num_batches=3000,
+                                          generator=torch.Generator().manual_seed(3)) for v in b[6:]]
+    counts = torch.bincount(torch.tensor(rest), minlength=11).double() / len(rest)
+    torch.testing.assert_close(counts, torch.full((11,), 1 / 11, dtype=torch.float64), atol=0.01, rtol=0)
+    assert all(len(b) == 4 for b in SimilarPairSampler(labels, 4, num_pairs=2, generator=torch.Generator()))
+
+
+def test_similar_pairs_reproducible_and_no_input_mutation():
+    labels = _uneven_labels()
+    saved = labels.clone()
+    first = list(SimilarPairSampler(labels, 10, num_batches=5, generator=torch.Generator().manual_seed(4)))
+    again = list(SimilarPairSampler(labels, 10, num_batches=5, generator=torch.Generator().manual_seed(4)))
+    assert first == again and torch.equal(labels, saved)
+    assert list(SimilarPairSampler(labels, 10, num_batches=5)) == list(SimilarPairSampler(labels, 10, num_batches=5))
+
+
+def test_similar_pairs_errors():
+    with pytest.raises(ValueError, match="`num_pairs` must be <= 2, but got 3"):
+        SimilarPairSampler(torch.eye(4), 5, num_pairs=3)
+    with pytest.raises(ValueError, match="`labels` must give at least one class a video"):
+        SimilarPairSampler(torch.zeros(4, 2), 10)
+    with pytest.raises(ValueError, match="`num_batches` must be >= 1, but got 0"):
+        SimilarPairSampler(torch.eye(4), 4, num_pairs=1, num_batches=0)
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, but got int"):
+        SimilarPairSampler(torch.eye(4), 4, num_pairs=1, generator=0)
+    with pytest.raises(ValueError, match=r"`labels` must have shape \(N, C\), but got \(4,\)"):
+        SimilarPairSampler(torch.ones(4), 4)

@@ -1,8 +1,10 @@
-"""A batch sampler that puts at least one same-class pair of videos in every batch.
+"""Batch samplers that put same-class pairs of videos in every batch.
 
 In-batch pair mining (:class:`ftcl_plugin.PairMiner`) needs positives. Random batches of 16 THUMOS14 videos
 (20 classes) almost always contain one, but ActivityNet has 200 classes and a random batch of 16 usually has
-none. :class:`ClassPairSampler` pairs videos that share a class before batching, so every batch holds one.
+none. :class:`ClassPairSampler` pairs videos that share a class before batching, so every batch holds one, and
+every video appears once per epoch. :class:`SimilarPairSampler` builds batches as W-TALC does: a few same-class
+pairs at fixed positions, then random videos, all drawn with replacement.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_flag, check_ndim, check_number, check_tensor
 
-__all__ = ["ClassPairSampler"]
+__all__ = ["ClassPairSampler", "SimilarPairSampler"]
 
 
 class ClassPairSampler:
@@ -176,4 +178,82 @@ class ClassPairSampler:
         for batch in batches:
             if not self._has_pair(batch):
                 self._ensure_pair(batch)
+            yield batch
+
+
+class SimilarPairSampler:
+    """W-TALC's batch construction (sujoyp/wtalc-pytorch ``video_dataset.py``, ``load_data``), as a batch sampler.
+
+    Each batch is drawn independently: ``num_pairs`` classes uniformly **with replacement** among the classes that
+    have a video, for each class two videos uniformly with replacement among that class's videos (so a pair can be
+    one video twice), placed at positions (0, 1), (2, 3), ...; then ``batch_size - 2 * num_pairs`` videos drawn
+    uniformly with replacement from the whole dataset. A pair is guaranteed to share a class, not to have identical
+    labels. W-TALC draws from every class and fails on a class without videos; here such classes are skipped.
+
+    W-TALC counts iterations, not epochs; one pass of this sampler yields ``num_batches`` batches (default
+    ``ceil(N / batch_size)``, so a pass draws about N videos, like an epoch).
+
+    Args:
+        labels: Multi-hot labels of the whole dataset (e.g. ``dataset.labels``).
+        batch_size: Videos per batch (W-TALC: 10).
+        num_pairs: Same-class pairs at the front of each batch (W-TALC: 3), ``2 * num_pairs <= batch_size``.
+        num_batches: Batches per pass (``None``: ``ceil(N / batch_size)``).
+        generator: A CPU ``torch.Generator``; ``None`` means a private one seeded with 0.
+
+    Shape:
+        - labels: (N, C), any real or bool dtype.
+
+    Returns:
+        Iterating yields one list of dataset indices per batch.
+
+    Raises:
+        TypeError: If ``labels`` is not a tensor or ``generator`` is not a ``torch.Generator``.
+        ValueError: If ``labels`` is not 2-D or has no labelled video, or the sizes are out of range.
+
+    Example:
+        >>> import torch
+        >>> labels = torch.eye(4).repeat_interleave(2, dim=0)      # 4 classes, 2 videos each
+        >>> sampler = SimilarPairSampler(labels, batch_size=5, num_pairs=2, generator=torch.Generator().manual_seed(0))
+        >>> batches = list(sampler)
+        >>> len(batches) == len(sampler) == 2, all(len(b) == 5 for b in batches)
+        (True, True)
+        >>> all(bool((labels[b[0]] * labels[b[1]]).sum() > 0) and bool((labels[b[2]] * labels[b[3]]).sum() > 0)
+        ...     for b in batches)
+        True
+    """
+
+    def __init__(self, labels: Tensor, batch_size: int, *, num_pairs: int = 3, num_batches: int | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        check_tensor(labels, "labels")
+        check_ndim(labels, "labels", 2, "(N, C)")
+        check_number(batch_size, "batch_size", minimum=1, integer=True)
+        check_number(num_pairs, "num_pairs", minimum=0, maximum=batch_size // 2, integer=True)
+        if num_batches is not None:
+            check_number(num_batches, "num_batches", minimum=1, integer=True)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"`generator` must be a torch.Generator or None, but got {type(generator).__name__}.")
+        present = labels.detach().cpu() != 0
+        self._members = [column.nonzero().flatten() for column in present.T if bool(column.any())]
+        if num_pairs and not self._members:
+            raise ValueError("`labels` must give at least one class a video to draw pairs from, but no video has a "
+                             "label.")
+        self.num_videos = labels.shape[0]
+        self.batch_size = batch_size
+        self.num_pairs = num_pairs
+        self.num_batches = num_batches if num_batches is not None else -(-self.num_videos // batch_size)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def _draw(self, high: int, count: int) -> list[int]:
+        return torch.randint(high, (count,), generator=self.generator).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.num_batches):
+            batch: list[int] = []
+            for group in self._draw(len(self._members), self.num_pairs):
+                videos = self._members[group]
+                batch.extend(int(videos[i]) for i in self._draw(len(videos), 2))
+            batch.extend(self._draw(self.num_videos, self.batch_size - 2 * self.num_pairs))
             yield batch

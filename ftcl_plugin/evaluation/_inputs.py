@@ -1,19 +1,26 @@
 """Reading and validating ground truth and predictions into flat numpy columns.
 
-Every message names the video and the field at fault, so a bad results file never ends in a bare traceback.
-JSON has to be walked once per prediction to flatten it; everything after the flattening is vectorised.
+Every message names the argument (and the file, when it was read from one), the video and the entry at fault
+(``entry 3 of video 'v1'``, counted from 0 inside that video's list, or ``row 3`` of a DataFrame), what was
+expected and what was found. JSON has to be walked once per prediction to flatten it; the checks run on whole
+columns at a time and look for the first culprit only once something is known to be wrong.
 """
 
 from __future__ import annotations
 
-import json
+import difflib
+import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from itertools import chain
 from typing import Any, Literal, NamedTuple, Union
 
 import numpy as np
 import pandas as pd
+
+from . import ground_truth as shipped
+from ._files import read_json, where
 
 GroundTruthLike = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 PredictionsLike = Union[str, "os.PathLike[str]", Mapping[str, Any], pd.DataFrame]
@@ -22,6 +29,8 @@ UnknownVideos = Literal["false_positive", "error", "ignore"]
 PREDICTION_COLUMNS = ("video", "t_start", "t_end", "label", "score")
 # ActivityNet's own DataFrame spells three of the columns differently; accept both spellings.
 _REFERENCE_COLUMN_NAMES = {"video-id": "video", "t-start": "t_start", "t-end": "t_end"}
+_PLAIN_NUMBERS = frozenset({int, float})
+_ENTRY_FIELDS = ("segment", "label", "score")
 
 
 class GroundTruth(NamedTuple):
@@ -43,231 +52,332 @@ class Predictions(NamedTuple):
     t_start: np.ndarray  # (N,) float64
     t_end: np.ndarray  # (N,) float64
     label: np.ndarray  # (N,) object (str)
-    score: np.ndarray  # (N,) float64
+    score: np.ndarray  # (N,) int64 when every score is an integer (as the reference's DataFrame), else float64
+    entry: np.ndarray  # (N,) int64 position inside its video's list (results JSON) or row (DataFrame)
 
 
-def _read_json(source: str | os.PathLike[str], name: str) -> Any:
-    path = Path(source)
+class Source(NamedTuple):
+    """How messages name a prediction: the argument, its file, and whether positions are DataFrame rows."""
+
+    subject: str
+    rows: bool
+
+    def at(self, flat: Predictions, row: int) -> str:
+        video, entry = flat.video[row], int(flat.entry[row])
+        place = f"row {entry} (video {video!r})" if self.rows else f"entry {entry} of video {video!r}"
+        return f"{self.subject}: {place}"
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1024:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that fits a float64 (booleans are not numbers here, though Python counts them as ints)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ValueError(f"`{name}`: cannot read {str(path)!r} ({error.strerror or error}).") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"`{name}`: {str(path)!r} is not valid JSON ({error}).") from None
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_pair(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.shape == (2,) else None
+    return isinstance(value, (list, tuple)) and len(value) == 2 and _is_number(value[0]) and _is_number(value[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ground truth
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def load_ground_truth(ground_truth: GroundTruthLike, subset: str) -> GroundTruth:
-    """Flatten the ``subset`` of a gt.json (path or already-loaded dict)."""
-    data = _read_json(ground_truth, "ground_truth") if isinstance(ground_truth, (str, os.PathLike)) else ground_truth
-    if not isinstance(data, Mapping) or not isinstance(data.get("database"), Mapping):
-        raise ValueError("`ground_truth` must be in the gt.json layout {'database': {video: {...}}}, "
-                         "but it has no 'database' mapping.")
-    database = data["database"]
+    """Flatten the ``subset`` of a gt.json (path, a shipped name such as ``"thumos14"``, or a loaded dict)."""
+    if not isinstance(subset, str):
+        raise TypeError(f"`subset` must be a string such as 'test' or 'validation', but got "
+                        f"{type(subset).__name__} {subset!r}.")
+    if isinstance(ground_truth, str) and ground_truth in shipped.NAMES:
+        subject, data = f"`ground_truth` (shipped {ground_truth!r})", shipped.load(ground_truth)
+    elif isinstance(ground_truth, (str, os.PathLike)):
+        subject, data = where("ground_truth", ground_truth), read_json(ground_truth, "ground_truth")
+    elif isinstance(ground_truth, Mapping):
+        subject, data = where("ground_truth"), ground_truth
+    else:
+        raise TypeError(f"`ground_truth` must be a gt.json path, a shipped name ({', '.join(shipped.NAMES)}) or "
+                        f"a gt.json dict, but got {type(ground_truth).__name__}.")
+    database = data.get("database") if isinstance(data, Mapping) else None
+    if not isinstance(database, Mapping):
+        found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else "it has no 'database' key"
+                 if "database" not in data else f"its 'database' is {_kind(database)}")
+        raise ValueError(f"{subject} must be in the gt.json layout {{'database': {{video: {{...}}}}}}, "
+                         f"but {found}.")
     videos, video_idx, labels, starts, ends = [], [], [], [], []
     subsets_seen: set[str] = set()
     for video, entry in database.items():
         if not isinstance(entry, Mapping) or "subset" not in entry:
-            raise ValueError(f"`ground_truth`: video {video!r} has no 'subset' field.")
-        subsets_seen.add(str(entry["subset"]))
+            found = "has no 'subset' field" if isinstance(entry, Mapping) else f"is {_kind(entry)}"
+            raise ValueError(f"{subject}: video {video!r} {found}; expected an object with 'subset' and "
+                             "'annotations'.")
+        if not isinstance(entry["subset"], str):
+            raise ValueError(f"{subject}: video {video!r} has 'subset' {_show(entry['subset'])}; expected a "
+                             "string such as 'test' or 'validation'.")
+        subsets_seen.add(entry["subset"])
         if entry["subset"] != subset:
             continue
+        if not isinstance(video, str):
+            raise ValueError(f"{subject}: video key {video!r} must be a string.")
         annotations = entry.get("annotations", [])
-        if not isinstance(annotations, Sequence):
-            raise ValueError(f"`ground_truth`: 'annotations' of video {video!r} must be a list.")
+        if not isinstance(annotations, (list, tuple)):
+            raise ValueError(f"{subject}: 'annotations' of video {video!r} must be a list, but it is "
+                             f"{_kind(annotations)}.")
         index = len(videos)
         videos.append(video)
         for position, annotation in enumerate(annotations):
-            try:
-                segment, label = annotation["segment"], annotation["label"]
-                start, end = float(segment[0]), float(segment[1])
-            except (KeyError, TypeError, IndexError, ValueError):
-                raise ValueError(f"`ground_truth`: annotation {position} of video {video!r} must have a "
-                                 f"'segment' [start, end] of numbers and a 'label'.") from None
-            if not (np.isfinite(start) and np.isfinite(end)) or end < start:
-                raise ValueError(f"`ground_truth`: annotation {position} of video {video!r} has segment "
-                                 f"[{start}, {end}]; it must be finite with end >= start.")
+            at = f"{subject}: annotation {position} of video {video!r}"
+            if not isinstance(annotation, Mapping) or "segment" not in annotation or "label" not in annotation:
+                raise ValueError(f"{at} is {_show(annotation)}; expected an object with 'segment' and 'label'.")
+            segment, label = annotation["segment"], annotation["label"]
+            if not _is_pair(segment):
+                raise ValueError(f"{at} has 'segment' {_show(segment)}; expected [start, end], two numbers.")
+            start, end = float(segment[0]), float(segment[1])
+            if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+                raise ValueError(f"{at} has 'segment' [{start}, {end}]; it must be finite with end >= start.")
+            if not isinstance(label, str) or not label:
+                raise ValueError(f"{at} has 'label' {_show(label)}; expected a class name (a non-empty string).")
             video_idx.append(index)
-            labels.append(str(label))
+            labels.append(label)
             starts.append(start)
             ends.append(end)
     if not videos:
         available = ", ".join(repr(s) for s in sorted(subsets_seen)) or "none"
-        raise ValueError(f"`ground_truth` has no videos in subset {subset!r}; subsets present: {available}.")
+        raise ValueError(f"{subject} has no videos in subset {subset!r}; subsets present: {available}.")
     if not labels:
-        raise ValueError(f"`ground_truth` subset {subset!r} has no annotations, so mAP is undefined.")
+        raise ValueError(f"{subject} subset {subset!r} has no annotations, so mAP is undefined.")
     codes, classes = pd.factorize(np.asarray(labels, dtype=object), sort=False)
     return GroundTruth(subset, [str(c) for c in classes], videos, np.asarray(video_idx, dtype=np.int64),
                        codes.astype(np.int64), np.asarray(starts, dtype=np.float64),
                        np.asarray(ends, dtype=np.float64))
 
 
-def _numeric(values: list[Any], name: str, videos: list[str], field: str) -> np.ndarray:
-    """``values`` as float64, or an error naming the first video whose ``field`` is not a number."""
+# ----------------------------------------------------------------------------------------------------------------
+# predictions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _segments(segments: list[Any]) -> np.ndarray | int:
+    """(N, 2) float64 segments, or the position of the first one that is not a pair of numbers."""
+    if set(map(type, segments)) <= {list} and set(map(len, segments)) <= {2} and \
+            set(map(type, chain.from_iterable(segments))) <= _PLAIN_NUMBERS:
+        try:
+            return np.array(segments, dtype=np.float64).reshape(-1, 2)
+        except OverflowError:  # an integer past float64's range; the loop below finds it
+            pass
+    for row, segment in enumerate(segments):
+        if not _is_pair(segment):
+            return row
+    return np.array([(float(s[0]), float(s[1])) for s in segments], dtype=np.float64).reshape(-1, 2)
+
+
+def _scores(scores: Sequence[Any]) -> np.ndarray | int:
+    """Scores in the dtype the reference's DataFrame column would get, or the position of the first non-number."""
+    types = set(map(type, scores))
+    if not types <= _PLAIN_NUMBERS:
+        for row, score in enumerate(scores):
+            if not _is_number(score):
+                return row
+        scores = [score.item() if isinstance(score, np.generic) else score for score in scores]
+        types = set(map(type, scores))
     try:
-        array = np.asarray(values)
-    except ValueError:  # ragged segments
-        array = np.asarray(values, dtype=object)
-    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
-        for row, value in enumerate(values):
-            ok = np.asarray(value, dtype=object)
-            if ok.shape != array.shape[1:] or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in ok.reshape(-1)
-            ):
-                expected = "a [start, end] pair of numbers" if field == "segment" else "a number"
-                raise ValueError(f"`{name}`: prediction {row} (video {videos[row]!r}) has {field!r} "
-                                 f"{value!r}; expected {expected}.")
-        array = array.astype(np.float64)
-    return array.astype(np.float64, copy=False)
+        if types <= {int}:  # every score an integer: pandas builds an int64 column, and so do we
+            try:
+                return np.array(scores, dtype=np.int64)
+            except OverflowError:
+                pass
+        return np.array(scores, dtype=np.float64)
+    except OverflowError:
+        return next(row for row, score in enumerate(scores) if not _is_number(score))
 
 
-def _flatten_results(data: Any, name: str) -> Predictions:
-    if not isinstance(data, Mapping) or not isinstance(data.get("results"), Mapping):
-        raise ValueError(f"`{name}` must be in the ActivityNet results layout {{'results': {{video: [...]}}}}, "
-                         "but it has no 'results' mapping.")
+def _flatten_results(data: Any, source: Source) -> Predictions:
+    results = data.get("results") if isinstance(data, Mapping) else None
+    if not isinstance(results, Mapping):
+        found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else "it has no 'results' key"
+                 if "results" not in data else f"its 'results' is {_kind(results)}")
+        raise ValueError(f"{source.subject} must be in the ActivityNet results layout "
+                         f"{{'results': {{video: [...]}}}}, but {found}.")
     videos: list[str] = []
+    counts: list[int] = []
     segments: list[Any] = []
     labels: list[Any] = []
     scores: list[Any] = []
-    for video, items in data["results"].items():
-        if not isinstance(items, Sequence) or isinstance(items, str):
-            raise ValueError(f"`{name}`: results of video {video!r} must be a list of "
-                             f"{{'segment', 'label', 'score'}} entries.")
+    for video, items in results.items():
+        if not isinstance(video, str):
+            raise ValueError(f"{source.subject}: video key {video!r} of 'results' must be a string.")
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{source.subject}: 'results' of video {video!r} must be a list of "
+                             f"{{'segment', 'label', 'score'}} objects, but it is {_kind(items)}.")
         try:
             segments.extend([item["segment"] for item in items])
             labels.extend([item["label"] for item in items])
             scores.extend([item["score"] for item in items])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             for position, item in enumerate(items):
-                missing = [f for f in ("segment", "label", "score") if not isinstance(item, Mapping) or f not in item]
+                at = f"{source.subject}: entry {position} of video {video!r}"
+                if not isinstance(item, Mapping):
+                    raise ValueError(f"{at} is {_show(item)}; expected an object with 'segment', 'label' and "
+                                     "'score'.") from None
+                missing = [field for field in _ENTRY_FIELDS if field not in item]
                 if missing:
-                    raise ValueError(f"`{name}`: entry {position} of video {video!r} lacks field "
-                                     f"{missing[0]!r}.") from None
+                    raise ValueError(f"{at} lacks field {missing[0]!r}.") from None
             raise
-        videos.extend([video] * len(items))
-    segment_array = _numeric(segments, name, videos, "segment")
-    if len(videos) and (segment_array.ndim != 2 or segment_array.shape[1] != 2):
-        row = next(i for i, segment in enumerate(segments) if np.shape(segment) != (2,))
-        raise ValueError(f"`{name}`: prediction {row} (video {videos[row]!r}) has 'segment' {segments[row]!r}; "
-                         "expected a [start, end] pair of numbers.")
-    segment_array = segment_array.reshape(-1, 2)
-    for row, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise ValueError(f"`{name}`: prediction {row} (video {videos[row]!r}) has 'label' {label!r}; "
-                             "expected a class name.")
-    return Predictions(np.asarray(videos, dtype=object), segment_array[:, 0].copy(), segment_array[:, 1].copy(),
-                       np.asarray(labels, dtype=object), _numeric(scores, name, videos, "score"))
+        videos.append(video)
+        counts.append(len(items))
+    count = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(count) - count
+    entry = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(starts, count)
+    video = np.repeat(np.asarray(videos, dtype=object), count)
+    located = Predictions(video, *([np.empty(0)] * 4), entry)
+
+    segment_array = _segments(segments)
+    if isinstance(segment_array, int):
+        row = segment_array
+        raise ValueError(f"{source.at(located, row)} has 'segment' {_show(segments[row])}; expected "
+                         "[start, end], two numbers.")
+    if not set(map(type, labels)) <= {str}:
+        row = next(i for i, label in enumerate(labels) if not isinstance(label, str))
+        raise ValueError(f"{source.at(located, row)} has 'label' {_show(labels[row])}; expected a class name "
+                         "(a string).")
+    score_array = _scores(scores)
+    if isinstance(score_array, int):
+        row = score_array
+        raise ValueError(f"{source.at(located, row)} has 'score' {_show(scores[row])}; expected a number.")
+    return Predictions(video, segment_array[:, 0].copy(), segment_array[:, 1].copy(),
+                       np.asarray(labels, dtype=object), score_array, entry)
 
 
-def _from_frame(frame: pd.DataFrame, name: str) -> Predictions:
+def _numeric_column(frame: pd.DataFrame, column: str, source: Source, located: Predictions) -> np.ndarray:
+    series = frame[column]
+    if series.dtype.kind in "iu" and not series.isna().any():
+        return series.to_numpy(dtype=np.int64 if column == "score" else np.float64)
+    if series.dtype.kind in "iuf":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = series.tolist()  # booleans, strings, objects: every cell must be a number (or missing)
+    for row, value in enumerate(values):
+        if value is not None and not _is_number(value):
+            raise ValueError(f"{source.at(located, row)} has {column!r} {_show(value)}; expected a number.")
+    if column == "score" and None not in values:
+        return np.asarray(_scores(values))
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _from_frame(frame: pd.DataFrame, source: Source) -> Predictions:
     frame = frame.rename(columns=_REFERENCE_COLUMN_NAMES)
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"`{name}` DataFrame must have columns {', '.join(PREDICTION_COLUMNS)}, "
+        raise ValueError(f"{source.subject} DataFrame must have columns {', '.join(PREDICTION_COLUMNS)}, "
                          f"but lacks {', '.join(missing)}.")
+    entry = np.arange(len(frame), dtype=np.int64)
+    absent = frame["video"].isna().to_numpy()
     videos = frame["video"].astype(str).to_numpy(dtype=object)
-    columns = {}
-    for column in ("t_start", "t_end", "score"):
-        try:
-            columns[column] = pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=np.float64)
-        except (ValueError, TypeError):
-            bad = pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()
-            row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
-            raise ValueError(f"`{name}`: column {column!r} must be numeric, but row {row} "
-                             f"(video {videos[row]!r}) holds {frame[column].iloc[row]!r}.") from None
+    located = Predictions(videos, *([np.empty(0)] * 4), entry)
+    if absent.any():
+        row = int(np.flatnonzero(absent)[0])
+        raise ValueError(f"{source.subject}: row {row} has no 'video' ({frame['video'].iloc[row]!r}).")
+    columns = {c: _numeric_column(frame, c, source, located) for c in ("t_start", "t_end", "score")}
     labels = frame["label"].to_numpy(dtype=object)
-    return Predictions(videos, columns["t_start"], columns["t_end"], labels, columns["score"])
+    if not set(map(type, labels)) <= {str}:
+        row = next(i for i, label in enumerate(labels) if not isinstance(label, str))
+        raise ValueError(f"{source.at(located, row)} has 'label' {_show(labels[row])}; expected a class name "
+                         "(a string).")
+    return Predictions(videos, columns["t_start"], columns["t_end"], labels, columns["score"], entry)
 
 
-def load_predictions(predictions: PredictionsLike, name: str = "predictions") -> Predictions:
-    """Flatten predictions given as a results-JSON path or dict, or a DataFrame, and check their values."""
+def load_predictions(predictions: PredictionsLike, name: str = "predictions") -> tuple[Predictions, Source]:
+    """Flatten predictions given as a results-JSON path or dict, or a DataFrame, and check their values.
+
+    Returns the columns and the :class:`Source` that names their entries in later messages.
+    """
     if isinstance(predictions, pd.DataFrame):
-        flat = _from_frame(predictions, name)
+        source = Source(where(name), rows=True)
+        flat = _from_frame(predictions, source)
     elif isinstance(predictions, (str, os.PathLike)):
-        flat = _flatten_results(_read_json(predictions, name), name)
+        source = Source(where(name, predictions), rows=False)
+        flat = _flatten_results(read_json(predictions, name), source)
     elif isinstance(predictions, Mapping):
-        flat = _flatten_results(predictions, name)
+        source = Source(where(name), rows=False)
+        flat = _flatten_results(predictions, source)
     else:
         raise TypeError(f"`{name}` must be a path, a results-JSON dict or a pandas DataFrame, "
                         f"but got {type(predictions).__name__}.")
-    _check_values(flat, name)
-    return flat
+    _check_values(flat, source)
+    return flat, source
 
 
-def _first_bad(mask: np.ndarray) -> int:
-    return int(np.flatnonzero(mask)[0])
-
-
-def _check_values(flat: Predictions, name: str) -> None:
-    if np.isnan(flat.score).any():
-        row = _first_bad(np.isnan(flat.score))
-        raise ValueError(f"`{name}`: prediction {row} (video {flat.video[row]!r}) has a NaN 'score'.")
+def _check_values(flat: Predictions, source: Source) -> None:
+    if flat.score.dtype.kind == "f" and np.isnan(flat.score).any():
+        row = int(np.flatnonzero(np.isnan(flat.score))[0])
+        raise ValueError(f"{source.at(flat, row)} has 'score' NaN; expected a number (any real value, "
+                         "infinite included: only the order matters).")
     finite = np.isfinite(flat.t_start) & np.isfinite(flat.t_end)
     if not finite.all():
-        row = _first_bad(~finite)
-        raise ValueError(f"`{name}`: prediction {row} (video {flat.video[row]!r}) has a non-finite 'segment' "
-                         f"[{flat.t_start[row]}, {flat.t_end[row]}].")
-    if (flat.t_end < flat.t_start).any():
-        row = _first_bad(flat.t_end < flat.t_start)
-        raise ValueError(f"`{name}`: prediction {row} (video {flat.video[row]!r}) has 'segment' "
-                         f"[{flat.t_start[row]}, {flat.t_end[row]}] with end < start.")
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{source.at(flat, row)} has 'segment' [{flat.t_start[row]}, {flat.t_end[row]}]; "
+                         "expected finite times.")
+    reversed_ = flat.t_end < flat.t_start
+    if reversed_.any():
+        row = int(np.flatnonzero(reversed_)[0])
+        raise ValueError(f"{source.at(flat, row)} has 'segment' [{flat.t_start[row]}, {flat.t_end[row]}]; "
+                         "expected end >= start.")
+
+
+def check_labels(flat: Predictions, source: Source, classes: pd.Index, subset: str) -> np.ndarray:
+    """Class code of every prediction, or a ``ValueError`` naming the first label outside ``classes``."""
+    codes = classes.get_indexer(flat.label)
+    if (codes < 0).any():
+        row = int(np.flatnonzero(codes < 0)[0])
+        label = flat.label[row]
+        by_lower = {str(c).lower(): str(c) for c in classes}  # "highjump" should find "HighJump"
+        close = difflib.get_close_matches(label.lower(), list(by_lower), n=1)
+        hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
+        shown = ", ".join(repr(c) for c in classes[:8]) + (f", ... ({len(classes)} classes)" if len(classes) > 8
+                                                            else "")
+        raise ValueError(f"{source.at(flat, row)} has 'label' {label!r}, which is not a class of the "
+                         f"ground-truth subset {subset!r} ({shown}).{hint}")
+    return codes.astype(np.int64)
+
+
+def select(flat: Predictions, keep: np.ndarray) -> Predictions:
+    """The rows of ``flat`` where ``keep`` is true."""
+    return Predictions(*(column[keep] for column in flat))
 
 
 def concatenate(parts: Sequence[Predictions]) -> Predictions:
     """Join flattened predictions in order (the metric object's accumulated updates)."""
     if not parts:
         empty = np.empty(0, dtype=np.float64)
-        return Predictions(np.empty(0, dtype=object), empty, empty, np.empty(0, dtype=object), empty)
+        return Predictions(np.empty(0, dtype=object), empty, empty, np.empty(0, dtype=object), empty,
+                           np.empty(0, dtype=np.int64))
     return Predictions(*(np.concatenate([getattr(p, f) for p in parts]) for f in Predictions._fields))
-
-
-def load_ambiguous(ambiguous: str | os.PathLike[str] | Mapping[str, Sequence[Sequence[float]]]
-                   ) -> dict[str, np.ndarray]:
-    """THUMOS14 "Ambiguous" intervals per video, from the toolkit's text file or a mapping.
-
-    The text file has one interval per line: ``video start end`` (seconds), as in THUMOS14's
-    ``Ambiguous_test.txt``.
-    """
-    intervals: dict[str, list[tuple[float, float]]] = {}
-    if isinstance(ambiguous, (str, os.PathLike)):
-        path = Path(ambiguous)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise ValueError(f"`ambiguous`: cannot read {str(path)!r} ({error.strerror or error}).") from None
-        for number, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                video, start, end = fields[0], float(fields[1]), float(fields[2])
-            except (IndexError, ValueError):
-                raise ValueError(f"`ambiguous`: line {number} of {str(path)!r} must read "
-                                 f"'video start end', but got {line!r}.") from None
-            intervals.setdefault(video, []).append((start, end))
-    elif isinstance(ambiguous, Mapping):
-        for video, segments in ambiguous.items():
-            try:
-                intervals[str(video)] = [(float(s), float(e)) for s, e in segments]
-            except (TypeError, ValueError):
-                raise ValueError(f"`ambiguous`: intervals of video {video!r} must be [start, end] pairs.") from None
-    else:
-        raise TypeError(f"`ambiguous` must be a path or a mapping video -> [[start, end], ...], "
-                        f"but got {type(ambiguous).__name__}.")
-    return {video: np.asarray(segments, dtype=np.float64).reshape(-1, 2) for video, segments in intervals.items()}
-
-
-def drop_ambiguous(flat: Predictions, intervals: Mapping[str, np.ndarray]) -> Predictions:
-    """Remove every prediction that overlaps (positive intersection) an Ambiguous interval of its video."""
-    if not len(flat.video) or not intervals:
-        return flat
-    rows = [(video, s, e) for video, segments in intervals.items() for s, e in segments]
-    table = pd.DataFrame(rows, columns=["video", "a_start", "a_end"])
-    preds = pd.DataFrame({"video": flat.video, "row": np.arange(len(flat.video)),
-                          "t_start": flat.t_start, "t_end": flat.t_end})
-    pairs = preds.merge(table, on="video", how="inner")
-    overlap = np.minimum(pairs["t_end"], pairs["a_end"]) - np.maximum(pairs["t_start"], pairs["a_start"]) > 0
-    keep = np.ones(len(flat.video), dtype=bool)
-    keep[pairs["row"].to_numpy()[overlap.to_numpy()]] = False
-    return Predictions(*(getattr(flat, f)[keep] for f in Predictions._fields))

@@ -1,19 +1,29 @@
-"""Vectorised ActivityNet-style matching and interpolated AP.
+"""Vectorised ActivityNet-style matching and interpolated AP, tie for tie with the reference evaluator.
 
-The reference evaluator walks predictions one by one (per class, by descending score); each takes the
-still-unmatched ground truth of its video with the highest t-IoU at or above the threshold. That is greedy
-matching under a strict total order on (prediction, ground truth) edges: prediction rank first, then t-IoU
-descending, then ground-truth index. Greedy matching under a strict edge order is reproduced exactly by rounds
-of "locally dominant" edges (Preis 1999; Hoepman 2004): an edge that is the best remaining edge at both of its
-ends is in the greedy matching, so all such edges are accepted at once, their ends removed, and the rounds
-repeat. Every round is a handful of numpy passes over the remaining edges, and all classes, videos and
-thresholds run in the same rounds because their edges never share an end.
+The reference evaluator (``compute_average_precision_detection`` in ActivityNet's
+``Evaluation/eval_detection.py``) walks the predictions of a class in the order of
+``scores.argsort()[::-1]``; each prediction walks the ground truths of its video (and class) in the order of
+``tiou.argsort()[::-1]`` and takes the first unmatched one whose t-IoU is at or above the threshold. numpy's
+default sort is not stable and, with SIMD sorting, its order among equal keys depends on the array's length and
+the CPU, so the only way to agree on ties everywhere is to make the same ``argsort`` call on the same array (same
+values, dtype, element order and length). That is done here per class for the scores, and per (prediction,
+video) for the t-IoUs of the few predictions that have two equal t-IoUs worth taking; every other prediction's
+walk is plain descending t-IoU.
+
+That walk is greedy matching under a strict total order on (prediction, ground truth) edges: prediction rank
+first, then the edge's position in its prediction's walk. Greedy matching under a strict edge order is
+reproduced exactly by rounds of "locally dominant" edges (Preis 1999; Hoepman 2004): an edge that is the best
+remaining edge at both of its ends is in the greedy matching, so all such edges are accepted at once, their ends
+removed, and the rounds repeat. Every round is a handful of numpy passes over the remaining edges, and all
+classes, videos and thresholds run in the same rounds because their edges never share an end.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from ._order import rank_by_score, walk_positions
 
 
 def _lexicographic_keys(groups: list[np.ndarray], values: list[np.ndarray]) -> list[np.ndarray]:
@@ -83,19 +93,21 @@ def candidate_pairs(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndarr
     return rows, gt_rows, tiou
 
 
-def greedy_match(pred_rank: np.ndarray, gt_rows: np.ndarray, tiou: np.ndarray, thresholds: np.ndarray,
-                 num_predictions: int, num_ground_truth: int) -> np.ndarray:
+def greedy_match(pred_rank: np.ndarray, gt_rows: np.ndarray, tiou: np.ndarray, walk: np.ndarray,
+                 thresholds: np.ndarray, num_predictions: int, num_ground_truth: int) -> np.ndarray:
     """True positives (K, num_predictions) of ActivityNet's greedy matching, prediction columns by rank.
 
     Args:
         pred_rank: (E,) rank of each pair's prediction in score order (0 = matched first).
-        gt_rows: (E,) ground-truth row of each pair; on equal t-IoU the lower row wins.
+        gt_rows: (E,) ground-truth row of each pair.
         tiou: (E,) t-IoU of each pair.
+        walk: (E,) tie-break among a prediction's pairs of equal t-IoU (lower is tried first), from
+            :func:`~ftcl_plugin.evaluation._order.walk_positions`.
         thresholds: (K,) t-IoU thresholds; a pair qualifies when ``tiou >= threshold``.
     """
     num_thresholds = thresholds.shape[0]
-    # edge priority: prediction rank, then t-IoU descending, then ground-truth row
-    order = np.lexsort((gt_rows, -tiou, pred_rank))
+    # edge priority: prediction rank, then the prediction's own walk (t-IoU descending, ties as the reference)
+    order = np.lexsort((walk, -tiou, pred_rank))
     pred_rank, gt_rows, tiou = pred_rank[order], gt_rows[order], tiou[order]
     passes = tiou[None, :] >= thresholds[:, None]  # (K, E)
     level, edge = np.nonzero(passes)  # row-major: sorted by threshold, then edge priority
@@ -140,21 +152,22 @@ def interpolated_ap(true_positive: np.ndarray, num_positive: int) -> np.ndarray:
 def average_precision(gt_video: np.ndarray, gt_label: np.ndarray, gt_start: np.ndarray, gt_end: np.ndarray,
                       pred_video: np.ndarray, pred_label: np.ndarray, pred_start: np.ndarray, pred_end: np.ndarray,
                       pred_score: np.ndarray, num_classes: int, thresholds: np.ndarray) -> np.ndarray:
-    """AP per (threshold, class), shape (K, C), as ActivityNet's detection evaluator computes it.
+    """AP per (threshold, class), shape (K, C), as ActivityNet's detection evaluator computes it, ties included.
 
     Videos and labels are integer codes; a prediction whose video has no ground truth simply has no candidate
-    pair and so counts as a false positive. Predictions are ranked per class by descending score with a
-    stable sort: equal scores keep their input order.
+    pair and so counts as a false positive. ``pred_score`` keeps the dtype the reference's DataFrame column
+    would have, because its ranking is the reference's own ``argsort`` call on it (see ``_order``).
     """
-    order = np.argsort(-pred_score, kind="stable")
-    order = order[np.argsort(pred_label[order], kind="stable")]
-    label_sorted = pred_label[order]
+    order, class_bounds = rank_by_score(pred_label, pred_score, num_classes)
     gt_group = gt_video * num_classes + gt_label
-    pred_group = pred_video[order] * num_classes + label_sorted
-    rank, gt_rows, tiou = candidate_pairs(gt_group, gt_start, gt_end, pred_group, pred_start[order],
-                                          pred_end[order])
-    true_positive = greedy_match(rank, gt_rows, tiou, thresholds, order.shape[0], gt_label.shape[0])
-    class_bounds = np.searchsorted(label_sorted, np.arange(num_classes + 1), side="left")
+    pred_group = pred_video[order] * num_classes + pred_label[order]
+    pred_start, pred_end = pred_start[order], pred_end[order]
+    rank, gt_rows, tiou = candidate_pairs(gt_group, gt_start, gt_end, pred_group, pred_start, pred_end)
+    # a pair below every threshold is never taken, so its place in a walk cannot matter
+    useful = tiou >= thresholds.min()
+    rank, gt_rows, tiou = rank[useful], gt_rows[useful], tiou[useful]
+    walk = walk_positions(rank, gt_rows, tiou, pred_group, pred_start, pred_end, gt_group, gt_start, gt_end)
+    true_positive = greedy_match(rank, gt_rows, tiou, walk, thresholds, order.shape[0], gt_label.shape[0])
     num_positive = np.bincount(gt_label, minlength=num_classes)
     ap = np.zeros((thresholds.shape[0], num_classes))
     for c in range(num_classes):  # a loop per class; each class is vectorised over thresholds and predictions

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import ground_truth as shipped
 from .detection import PRESETS, detection_map, format_table
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _thresholds(text: str) -> list[float]:
@@ -25,10 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="ftcl-eval",
         description="Detection mAP per t-IoU threshold, identical to ActivityNet's ANETdetection evaluator.",
     )
-    parser.add_argument("--gt", required=True, help="ground truth in the gt.json layout")
+    parser.add_argument("--gt", required=True,
+                        help=f"ground truth: a shipped name ({', '.join(shipped.NAMES)}) or a file in the gt.json "
+                             "layout")
     parser.add_argument("--pred", required=True, help="predictions in the ActivityNet results-JSON layout")
-    parser.add_argument("--preset", default="thumos14", choices=sorted(PRESETS),
-                        help="thresholds and summary columns (default: thumos14)")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="thresholds and summary columns (default: activitynet for --gt activitynet, "
+                             "else thumos14)")
     parser.add_argument("--subset", default=None, help="ground-truth subset (default: the preset's)")
     parser.add_argument("--tiou-thresholds", type=_thresholds, default=None,
                         help="custom comma-separated thresholds in (0, 1], replacing the preset's")
@@ -69,12 +75,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as error:
         sys.stderr.write(f"ftcl-eval: error: {error}\n")
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("ftcl-eval: interrupted; nothing was written.\n")
+        return EXIT_INTERRUPTED
     sys.stdout.write(format_table(result, name=args.name) + "\n")
     if args.output_json:
         layout = {key: result[key] for key in ("tiou_thresholds", "mAP", "average_mAP", "summary")}
         try:
-            Path(args.output_json).write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
+            _write_atomically(Path(args.output_json), json.dumps(layout, indent=2) + "\n")
         except OSError as error:
             sys.stderr.write(f"ftcl-eval: error: cannot write {args.output_json!r} ({error.strerror or error})\n")
             return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # a kill mid-write leaves the previous file (or none), never a truncated one
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)  # mkstemp creates the file private; give it the mode a plain open() would
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -9,20 +9,18 @@ References:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._checks import check_choice
 from . import _inputs
+from ._ambiguous import AmbiguousLike, drop_ambiguous, load_ambiguous
 from ._inputs import GroundTruthLike, PredictionsLike, UnknownVideos
 from ._matching import average_precision
-
-AmbiguousLike = Union[str, "os.PathLike[str]", Mapping[str, Sequence[Sequence[float]]]]
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,21 @@ def _summary(thresholds: np.ndarray, mean_ap: np.ndarray, averages: Sequence[tup
     return summary
 
 
+def _default_preset(ground_truth: GroundTruthLike, preset: str | None) -> str:
+    # the shipped ActivityNet1.3 ground truth has only a "validation" subset: its own preset by default
+    if preset is None:
+        return "activitynet" if isinstance(ground_truth, str) and ground_truth == "activitynet" else "thumos14"
+    return preset
+
+
 def _resolve(preset: str, subset: str | None, tiou_thresholds: Sequence[float] | None
              ) -> tuple[np.ndarray, str, tuple[tuple[float, float], ...]]:
     check_choice(preset, "preset", tuple(PRESETS))
     chosen = PRESETS[preset]
     if tiou_thresholds is None:
-        return np.asarray(chosen.thresholds), subset or chosen.subset, chosen.averages
+        return np.asarray(chosen.thresholds), chosen.subset if subset is None else subset, chosen.averages
+    if isinstance(tiou_thresholds, (str, bytes)):
+        raise TypeError(f"`tiou_thresholds` must be a sequence of numbers, but got the string {tiou_thresholds!r}.")
     try:
         thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -76,7 +83,7 @@ def _resolve(preset: str, subset: str | None, tiou_thresholds: Sequence[float] |
     if thresholds.size == 0 or not np.all((thresholds > 0) & (thresholds <= 1)):
         raise ValueError(f"`tiou_thresholds` must be non-empty with every value in (0, 1], "
                          f"but got {thresholds.tolist()}.")
-    return thresholds, subset or chosen.subset, ((float(thresholds.min()), float(thresholds.max())),)
+    return thresholds, chosen.subset if subset is None else subset, ((float(thresholds.min()), float(thresholds.max())),)
 
 
 class DetectionMAP:
@@ -84,13 +91,18 @@ class DetectionMAP:
 
     Matches ActivityNet's ``ANETdetection``: per class, predictions ranked by descending score each take the
     unmatched ground truth of their video with the highest t-IoU at or above the threshold; AP is the
-    all-point interpolated area; mAP is the mean over the classes present in the ground-truth subset.
+    all-point interpolated area; mAP is the mean over the classes present in the ground-truth subset. Ties
+    (equal scores, equal t-IoUs) are broken exactly as the reference breaks them on the same machine: by its
+    own ``argsort()[::-1]`` calls on the same arrays (see docs/evaluation.md).
 
     Args:
-        ground_truth: path of a gt.json or the loaded dict (``{"database": {video: {"subset", "duration",
-            "annotations": [{"segment": [s, e], "label": name}]}}}``).
+        ground_truth: a shipped ground truth by name (``"thumos14"`` or ``"activitynet"``, see
+            :mod:`ftcl_plugin.evaluation.ground_truth`), the path of a gt.json, or the loaded dict
+            (``{"database": {video: {"subset", "duration", "annotations": [{"segment": [s, e],
+            "label": name}]}}}``). A shipped name wins over a file of the same name (write ``./thumos14``).
         preset: ``"thumos14"`` (0.1:0.7; Avg 0.1:0.5, 0.3:0.7, 0.1:0.7), ``"activitynet"`` (0.5:0.95; Avg) or
-            ``"thumos14-acmnet"`` (0.1:0.9; ACM-Net's own nine-threshold Avg).
+            ``"thumos14-acmnet"`` (0.1:0.9; ACM-Net's own nine-threshold Avg); ``None`` (default):
+            ``"activitynet"`` for the shipped ``"activitynet"`` ground truth, else ``"thumos14"``.
         subset: ground-truth subset; ``None`` takes the preset's (``"test"`` for THUMOS14,
             ``"validation"`` for ActivityNet1.3).
         tiou_thresholds: custom thresholds in (0, 1], replacing the preset's (one "Avg" over all of them).
@@ -105,10 +117,11 @@ class DetectionMAP:
         DataFrame with those columns.
 
     Raises:
-        ValueError: the subset is absent, a label is not a ground-truth class, a score is NaN, a segment has
-            end < start or is not finite, or an ``unknown_videos="error"`` video appears (each names the video
-            or field).
-        TypeError: predictions of an unsupported type.
+        ValueError: a file cannot be read or is not JSON, the layout is wrong, the subset is absent, a label is
+            not a ground-truth class, a score is NaN or not a number, a segment is not two finite numbers with
+            end >= start, or an ``unknown_videos="error"`` video appears. Each message names the argument and
+            its file, the video and the entry (or DataFrame row), what was expected and what was found.
+        TypeError: an argument of an unsupported type.
 
     Example:
         >>> gt = {"database": {"v1": {"subset": "test", "duration": 30.0,
@@ -119,9 +132,10 @@ class DetectionMAP:
         [1.0]
     """
 
-    def __init__(self, ground_truth: GroundTruthLike, *, preset: str = "thumos14", subset: str | None = None,
+    def __init__(self, ground_truth: GroundTruthLike, *, preset: str | None = None, subset: str | None = None,
                  tiou_thresholds: Sequence[float] | None = None, unknown_videos: UnknownVideos = "false_positive",
                  ambiguous: AmbiguousLike | None = None) -> None:
+        preset = _default_preset(ground_truth, preset)
         self.thresholds, self.subset, self._averages = _resolve(preset, subset, tiou_thresholds)
         check_choice(unknown_videos, "unknown_videos", ("false_positive", "error", "ignore"))
         self.preset = preset if tiou_thresholds is None else "custom"
@@ -129,7 +143,7 @@ class DetectionMAP:
         self.ground_truth = _inputs.load_ground_truth(ground_truth, self.subset)
         self._video_index = pd.Index(self.ground_truth.videos)
         self._class_index = pd.Index(self.ground_truth.classes)
-        self._ambiguous = None if ambiguous is None else _inputs.load_ambiguous(ambiguous)
+        self._ambiguous = None if ambiguous is None else load_ambiguous(ambiguous)
         self._parts: list[_inputs.Predictions] = []
 
     def reset(self) -> None:
@@ -145,22 +159,18 @@ class DetectionMAP:
         Raises:
             ValueError: see the class docstring.
         """
-        flat = _inputs.load_predictions(predictions)
-        unknown_label = self._class_index.get_indexer(flat.label) < 0
-        if unknown_label.any():
-            row = int(np.flatnonzero(unknown_label)[0])
-            raise ValueError(f"`predictions`: label {flat.label[row]!r} (video {flat.video[row]!r}) is not a class "
-                             f"of the ground-truth subset {self.subset!r}; known: {', '.join(self._class_index)}.")
+        flat, source = _inputs.load_predictions(predictions)
+        _inputs.check_labels(flat, source, self._class_index, self.subset)
         unknown_video = self._video_index.get_indexer(flat.video) < 0
         if unknown_video.any() and self.unknown_videos != "false_positive":
             if self.unknown_videos == "error":
                 names = list(dict.fromkeys(flat.video[unknown_video]))
                 shown = ", ".join(repr(v) for v in names[:5]) + (" ..." if len(names) > 5 else "")
-                raise ValueError(f"`predictions`: {len(names)} video(s) are not in the ground-truth subset "
+                raise ValueError(f"{source.subject}: {len(names)} video(s) are not in the ground-truth subset "
                                  f"{self.subset!r}: {shown}.")
-            flat = _inputs.Predictions(*(getattr(flat, f)[~unknown_video] for f in _inputs.Predictions._fields))
+            flat = _inputs.select(flat, ~unknown_video)
         if self._ambiguous is not None:
-            flat = _inputs.drop_ambiguous(flat, self._ambiguous)
+            flat = drop_ambiguous(flat, self._ambiguous)
         self._parts.append(flat)
 
     def compute(self) -> dict[str, Any]:
@@ -191,16 +201,17 @@ class DetectionMAP:
         }
 
 
-def detection_map(ground_truth: GroundTruthLike, predictions: PredictionsLike, *, preset: str = "thumos14",
+def detection_map(ground_truth: GroundTruthLike, predictions: PredictionsLike, *, preset: str | None = None,
                   subset: str | None = None, tiou_thresholds: Sequence[float] | None = None,
                   unknown_videos: UnknownVideos = "false_positive", ambiguous: AmbiguousLike | None = None
                   ) -> dict[str, Any]:
     """Detection mAP of ``predictions`` against ``ground_truth`` (the functional twin of :class:`DetectionMAP`).
 
     Args:
-        ground_truth: gt.json path or dict.
+        ground_truth: ``"thumos14"`` or ``"activitynet"`` (the shipped copies), a gt.json path, or a dict.
         predictions: ActivityNet results-JSON path or dict, or a DataFrame (video, t_start, t_end, label, score).
-        preset: ``"thumos14"``, ``"activitynet"`` or ``"thumos14-acmnet"``.
+        preset: ``"thumos14"``, ``"activitynet"`` or ``"thumos14-acmnet"`` (``None``: the shipped
+            ground truth's own, else ``"thumos14"``).
         subset: ground-truth subset (``None``: the preset's).
         tiou_thresholds: custom thresholds in (0, 1].
         unknown_videos: ``"false_positive"`` (default, as ActivityNet), ``"ignore"`` or ``"error"``.

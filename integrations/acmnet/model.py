@@ -1,4 +1,4 @@
-"""ACM-Net (Qu et al., arXiv 2104.02967), clean-room from ``BASELINES.md`` section 1.
+"""ACM-Net (Qu et al., arXiv 2104.02967), clean-room after ispc-lab/ACM-Net @4d38dc6.
 
 Action-context modelling: a shared Conv1d embedding, a three-way attention (instance / context / background) and a
 classifier over C + 1 classes whose CAS is weighted by each attention channel to give three video-level branches.
@@ -20,7 +20,7 @@ __all__ = ["ACMNet", "build_model"]
 
 
 def topk_mean(scores: Tensor, k: int) -> Tensor:
-    """Mean of the ``k`` largest values over time, per class (``BASELINES.md`` 0.3; ``k`` clamped to [1, T]).
+    """Mean of the ``k`` largest values over time, per class (top-k MIL pooling; ``k`` clamped to [1, T]).
 
     Args:
         scores: ``(B, T, C)``.
@@ -110,7 +110,12 @@ class ACMNet(Baseline):
                               video_scores=video_scores, extras=extras)
 
     def loss(self, output: BaselineOutput, labels: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """ACM-Net's loss: three branch cross-entropies, guide, feature-norm and sparsity terms (section 1.2).
+        """ACM-Net's loss: three branch cross-entropies, guide, feature-norm and sparsity terms (``model/ACMNet.py``).
+
+        A video without labels gives an all-zero instance target here, so its instance cross-entropy is 0 and the
+        loss stays finite; ACM-Net divides by the label count, gets NaN and skips the whole batch
+        (``main_thu.py``). The data loaders refuse unlabelled training videos, so this only matters for callers
+        that build batches themselves.
 
         Args:
             output: the forward pass.
@@ -142,7 +147,7 @@ class ACMNet(Baseline):
         return loss, {key: value.detach() for key, value in parts.items()}
 
     def inference(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``P_ins`` foreground columns, ``p_ins`` foreground scores and ``a_ins`` of one video (section 1.4).
+        """``P_ins`` foreground columns, ``p_ins`` foreground scores and ``a_ins`` of one video (``main_thu.py``).
 
         Args:
             output: the forward pass of one video in eval mode.

@@ -1,12 +1,12 @@
-"""CoLA (Zhang et al., CVPR 2021), clean-room from ``BASELINES.md`` section 2.
+"""CoLA (Zhang et al., CVPR 2021), clean-room after zhang-can/CoLA @d21f1b5 (ActivityNet: branch anet12 @314c8d7).
 
-Snippet contrastive learning: a Conv1d embedding, a non-negative CAS (Conv1d k=1, no bias, ReLU) whose class sum is
-the actionness, top-k MIL, and the SniCo loss, an InfoNCE between hard snippets (the rings just inside and just
-outside the actionness regions) and easy snippets (the top and bottom of the actionness under a random mask).
+Snippet contrastive learning: a Conv1d embedding, a non-negative CAS (Conv1d, no bias, ReLU) whose class sum is the
+actionness, top-k MIL, and the SniCo loss, an InfoNCE between hard snippets (the rings just inside and just outside
+the actionness regions) and easy snippets (the top and bottom of the actionness under a random mask).
 
 FTCL attaches to the embedding ``E`` (taken **before** the classifier's dropout) and to the raw actionness
-``alpha = sum_c CAS`` (``BASELINES.md`` 2.5): ``L = L_act + 0.01 * L_SniCo + FTCL(E, alpha, y)``. The mined
-EA/EB/HA/HB sets are in score order, not time order, so they are not a substitute for ``E``.
+``alpha = sum_c CAS``: ``L = L_act + 0.01 * L_SniCo + FTCL(E, alpha, y)``. The mined EA/EB/HA/HB sets are in
+score order, not time order, so they are not a substitute for ``E``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = ["CoLA", "build_model", "hard_rings", "masked_topk_mean", "snippet_con
 
 
 def masked_topk_mean(scores: Tensor, k: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Mean of the ``k_b`` largest values over time, per video and class (``BASELINES.md`` 0.3).
+    """Mean of the ``k_b`` largest values over time, per video and class (top-k MIL pooling).
 
     Args:
         scores: ``(B, T, C)``.
@@ -69,8 +69,9 @@ def hard_rings(actionness: Tensor, *, inner_width: int = 3, outer_width: int = 6
     """CoLA's hard-snippet regions: the rings just inside and just outside the above-median actionness runs.
 
     Binarise at the per-video median (over the valid snippets), then ``inner = erode_m(b) - erode_M(b)`` and
-    ``outer = dilate_M(b) - dilate_m(b)`` with ``m = inner_width``, ``M = outer_width`` (``BASELINES.md`` 2.1 step
-    6). On one run at indices 5..14 of 20 the inner ring is {6, 7, 13} and the outer ring {2, 3, 16}.
+    ``outer = dilate_M(b) - dilate_m(b)`` with ``m = inner_width``, ``M = outer_width`` (CoLA's
+    ``hard_snippets_mining``, ``scipy.ndimage`` erosion and dilation). On one run at indices 5..14 of 20 the inner
+    ring is {6, 7, 13} and the outer ring {2, 3, 16}.
 
     Args:
         actionness: ``(B, T)`` (read without gradient).
@@ -128,8 +129,13 @@ def snippet_contrast(query: Tensor, positive: Tensor, negatives: Tensor, *, temp
 
 
 def _gather(embedding: Tensor, scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The rows of ``embedding`` at the top-``k`` of ``scores`` (in score order) and those indices."""
-    index = scores.topk(k, dim=1).indices
+    """The rows of ``embedding`` at the top-``k`` of ``scores`` (in score order) and those indices.
+
+    Tied scores are ordered as CoLA's ``select_topk_embeddings`` orders them: the first ``k`` of a descending
+    ``torch.sort`` (not ``topk``, which breaks ties differently). Ties matter where a hard-snippet ring has fewer
+    than ``k`` members: the rest of the picks are zero-score snippets, chosen by the sort's tie order.
+    """
+    index = scores.sort(dim=1, descending=True).indices[:, :k]
     return embedding.gather(1, index[..., None].expand(-1, -1, embedding.shape[2])), index
 
 
@@ -141,6 +147,9 @@ class CoLA(Baseline):
         num_classes: ``C`` (no background class).
         embedding_dim: ``E`` (default ``D``).
         kernel_size: temporal kernel of the embedding conv (3 on THUMOS14; 9 on the ActivityNet branch).
+        classifier_kernel_size: temporal kernel of the classifier conv (1 on THUMOS14; 9 on the ActivityNet branch).
+        classifier_dilated_kernel: kernel of a depthwise (one filter per class), dilation-2 conv without bias
+            after the classifier conv, before the ReLU (the ActivityNet branch: 7); 0 = none (THUMOS14).
         dropout: dropout before the classifier (0.7).
         easy_ratio: ``r_easy``, ``k_easy = max(1, T // r_easy)`` (5; ActivityNet 10).
         hard_ratio: ``r_hard``, ``k_hard = max(1, T // r_hard)`` (20; ActivityNet 8).
@@ -149,9 +158,8 @@ class CoLA(Baseline):
         outer_width: ``M`` (6).
         temperature: SniCo temperature (0.07).
         contrast_weight: weight of SniCo (0.01, hard-coded upstream; ActivityNet 0.005).
-        masked_hard_mining: average only the ring members among the hard picks (the recommended variant);
-            ``False`` keeps the reference behaviour, where a short ring is filled with arbitrary zero-score
-            snippets.
+        masked_hard_mining: average only the ring members among the hard picks (our variant); ``False`` (default)
+            is CoLA's behaviour, where a short ring is filled with zero-score snippets.
 
     Shape:
         features ``(B, T, D)`` -> embedding ``(B, T, E)``, attention ``(B, T)`` (raw actionness, >= 0), cas
@@ -170,12 +178,16 @@ class CoLA(Baseline):
     name = "cola"
 
     def __init__(self, feature_dim: int, num_classes: int, *, embedding_dim: int | None = None,
-                 kernel_size: int = 3, dropout: float = 0.7, easy_ratio: int = 5, hard_ratio: int = 20,
+                 kernel_size: int = 3, classifier_kernel_size: int = 1, classifier_dilated_kernel: int = 0,
+                 dropout: float = 0.7, easy_ratio: int = 5, hard_ratio: int = 20,
                  easy_mask_rate: float = 0.6, inner_width: int = 3, outer_width: int = 6,
                  temperature: float = 0.07, contrast_weight: float = 0.01, masked_hard_mining: bool = False) -> None:
         super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"`kernel_size` must be odd (same-length conv), but got {kernel_size}.")
+        for option, value in (("kernel_size", kernel_size), ("classifier_kernel_size", classifier_kernel_size)):
+            if value % 2 != 1:
+                raise ValueError(f"`{option}` must be odd (same-length conv), but got {value}.")
+        if classifier_dilated_kernel and classifier_dilated_kernel % 2 != 1:
+            raise ValueError(f"`classifier_dilated_kernel` must be 0 or odd, but got {classifier_dilated_kernel}.")
         if not 1 <= inner_width < outer_width:
             raise ValueError(f"need 1 <= inner_width < outer_width, but got {inner_width} and {outer_width}.")
         self.embedding_dim = int(embedding_dim or feature_dim)
@@ -187,10 +199,16 @@ class CoLA(Baseline):
         self.masked_hard_mining = bool(masked_hard_mining)
         self.embed = nn.Conv1d(feature_dim, self.embedding_dim, kernel_size, padding=kernel_size // 2)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Conv1d(self.embedding_dim, num_classes, kernel_size=1, bias=False)
+        self.classifier = nn.Conv1d(self.embedding_dim, num_classes, classifier_kernel_size,
+                                    padding=classifier_kernel_size // 2, bias=False)
+        self.classifier_dilated = None
+        if classifier_dilated_kernel:
+            # dilation 2 keeps the length with padding = kernel - 1
+            self.classifier_dilated = nn.Conv1d(num_classes, num_classes, classifier_dilated_kernel, dilation=2,
+                                                padding=classifier_dilated_kernel - 1, groups=num_classes, bias=False)
 
     def _sizes(self, length: int) -> tuple[int, int]:
-        # Clamped to >= 1 (recommended in 0.3/2.1; upstream yields NaN for T < 5).
+        # Clamped to >= 1: CoLA's k = T // r is 0 for T < r, and its mean over no snippets is NaN.
         return max(1, length // self.easy_ratio), max(1, length // self.hard_ratio)
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> BaselineOutput:
@@ -207,7 +225,10 @@ class CoLA(Baseline):
         """
         batch, length = features.shape[:2]
         embedding = F.relu(self.embed(features.transpose(1, 2)))  # (B, E, T), before dropout
-        cas = F.relu(self.classifier(self.dropout(embedding))).transpose(1, 2)  # (B, T, C) >= 0
+        cas = self.classifier(self.dropout(embedding))
+        if self.classifier_dilated is not None:
+            cas = self.classifier_dilated(cas)
+        cas = F.relu(cas).transpose(1, 2)  # (B, T, C) >= 0
         embedding = embedding.transpose(1, 2)
         actionness = cas.sum(dim=2)
         valid = None
@@ -242,7 +263,7 @@ class CoLA(Baseline):
                               extras=extras)
 
     def loss(self, output: BaselineOutput, labels: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """``L_act + contrast_weight * (L_HA + L_HB)`` (``BASELINES.md`` 2.2).
+        """``L_act + contrast_weight * (L_HA + L_HB)`` (CoLA ``core/loss.py``).
 
         ``L_act`` is the BCE of the softmax video scores against the normalised labels, over all B x C entries.
 
@@ -267,7 +288,7 @@ class CoLA(Baseline):
         return loss, {key: value.detach() for key, value in parts.items()}
 
     def inference(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Per-video min-max normalised CAS and actionness, and the softmax video scores (``BASELINES.md`` 2.4).
+        """Per-video min-max normalised CAS and actionness, and the softmax video scores (CoLA ``core/utils.py``).
 
         Each CAS column and the actionness become ``clip((x - relu(min)) / (relu(max) - relu(min)), 0, 1)`` with a
         non-positive denominator replaced by 1.

@@ -83,13 +83,32 @@ class Baseline(nn.Module):
     def inference(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Turn the forward pass of ONE video (``B = 1``) into what ``ftcl_plugin.localization.localize`` takes.
 
+        The arrays are on the scale the baseline's ``[localization]`` config expects: probabilities in ``[0, 1]``
+        for ACM-Net and CoLA, gated raw logits for W-TALC, and for STPN both streams' signals side by side
+        (``(T, 2C)``, localized with ``streams = 2``). ``video_scores`` are also the classification scores.
+
         Args:
             output: the forward pass of a single video.
 
         Returns:
-            ``(cas (T, C), video_scores (C,), attention (T,) or None)`` as float numpy arrays in ``[0, 1]``.
+            ``(cas (T, S*C), video_scores (C,), attention (T,), (T, S*C) or None)`` as float numpy arrays.
         """
         raise NotImplementedError  # pragma: no cover
+
+    def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a plot of ONE video shows: a ``(T, C)`` CAS and a ``(T,)`` attention (or ``None``), in ``[0, 1]``.
+
+        By default the first and last arrays of :meth:`inference`; baselines whose localization inputs are not
+        one ``[0, 1]`` CAS per class (W-TALC's gated logits, STPN's two streams) override it.
+
+        Args:
+            output: the forward pass of a single video.
+
+        Returns:
+            ``(cas (T, C), attention (T,) or None)`` as float numpy arrays.
+        """
+        cas, _, attention = self.inference(output)
+        return cas, attention
 
     def ftcl_attention(self, output: BaselineOutput) -> Tensor:
         """The action attention handed to FTCL: ``output.attention`` by default.
@@ -148,7 +167,7 @@ def to_numpy(tensor: Tensor) -> np.ndarray:
 
 
 def minmax_over_time(values: Tensor) -> Tensor:
-    """CoLA's per-video normalisation over time of a ``(T, C)`` sequence (BASELINES.md 2.4).
+    """CoLA's per-video normalisation over time of a ``(T, C)`` sequence (zhang-can/CoLA ``core/utils.py``).
 
     Each column is mapped to [0, 1] between its ReLU'd minimum and maximum; a constant column keeps a span of 1.
     Shared by the clean-room CoLA's inference and the ``--upstream`` CoLA driver, so both score alike.

@@ -31,12 +31,30 @@ def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
     cfg = ctx.config
     batch_size = int(cfg["optim"]["batch_size"])
     generator = torch.Generator().manual_seed(int(cfg["train"].get("seed", 0)) * 1_000_003 + epoch)
-    if cfg["data"].get("sampler", "random") == "class_pair":
+    sampler = cfg["data"].get("sampler", "random")
+    if sampler == "class_pair":
         from ftcl_plugin.data import ClassPairSampler
 
         return [list(map(int, b)) for b in ClassPairSampler(labels, batch_size, generator=generator)]
+    if sampler == "similar_pairs":  # W-TALC's: pairs sharing a class at (0, 1), (2, 3), ..., then random videos
+        from ftcl_plugin.data.samplers import SimilarPairSampler
+
+        pairs = min(int(cfg["data"].get("similar_pairs", 3)), batch_size // 2)  # as many as a small batch holds
+        return list(SimilarPairSampler(labels, batch_size, num_pairs=pairs, generator=generator))
     order = torch.randperm(labels.shape[0], generator=generator).tolist()
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _lr_schedule(optim_cfg: dict[str, Any], epochs: int) -> Callable[[int], float]:
+    """The learning rate of each epoch: ``optim.lr``, times ``optim.lr_decay_factor`` (0.1) at every fraction of
+    the run's epochs listed in ``optim.lr_decay_at`` (none by default: a constant lr).
+
+    A pure function of the epoch (set at the start of each epoch, like the STPN reproduction's step decay), so a
+    resumed run gets the same rate without scheduler state.
+    """
+    base, factor = float(optim_cfg["lr"]), float(optim_cfg.get("lr_decay_factor", 0.1))
+    milestones = sorted(math.floor(float(f) * epochs) for f in optim_cfg.get("lr_decay_at", []))
+    return lambda epoch: base * factor ** sum(epoch >= m for m in milestones)
 
 
 def _shard(indices: list[int], rank: int, world: int) -> list[int]:
@@ -191,6 +209,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg["lr"]),
                                  betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
                                  weight_decay=float(optim_cfg.get("weight_decay", 0.0)))
+    lr_at = _lr_schedule(optim_cfg, epochs)
 
     step, start_epoch, start_batch, history, best, partial = 0, 0, 0, [], None, {}
     last_path = out / "checkpoints" / "last.pt"
@@ -230,6 +249,8 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     while epoch < epochs and (not cap or step < cap):
         split = ctx.train_split(epoch)
         batches = _batches(ctx, split.labels, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch)
         # Sums of a partly trained epoch survive a stop at the iteration cap, so a resumed epoch logs one row.
         sums: dict[str, float] = dict(partial.get("sums", {}))
         count, correct, seen = (int(partial.get(k, 0)) for k in ("count", "correct", "seen"))

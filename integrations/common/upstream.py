@@ -538,18 +538,13 @@ def _drive_wtalc(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Pat
     except Exception as error:
         own = {"name": "W-TALC test.test", "failed": f"{type(error).__name__}: {error}"}
         print(f"[ftcl-upstream] the upstream's own evaluation failed: {own['failed']}")
-    gate_divisor = 8
+    from integrations.wtalc.model import detection_signals
 
     def run(features: Tensor) -> tuple[Tensor, Tensor, None]:
         _, logits = model(features, is_training=False)
-        logits = logits[0]
-        # As detectionMAP reads them: gate = top-floor(T/8) mean of the raw logits (> 0 selects the class, i.e.
-        # sigmoid > 0.5), threshold at (max + min) / 2 (min-max normalised 0.5).
-        length = logits.shape[0]
-        gate = logits.topk(max(1, length // gate_divisor), dim=0).values.mean(dim=0)
-        low, high = logits.min(dim=0).values, logits.max(dim=0).values
-        span = torch.where(high > low, high - low, torch.ones_like(high))
-        return (logits - low) / span, torch.sigmoid(gate), None
+        # detectionMAP.py's gated logits and test.py's classification score, as the clean-room W-TALC returns them.
+        cas, scores = detection_signals(logits[0])
+        return cas, scores, None
 
     return {"model": UpstreamModel("wtalc", model, run, {"upsample": 1}), "history": history,
             "upstream_evaluation": own, "ftcl_steps": len(attachment.history)}
@@ -638,14 +633,18 @@ def _drive_stpn(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
     offset = 0 if stream == "rgb" else half
     num_classes = len(ctx.class_names)
 
-    def run(features: Tensor) -> tuple[Tensor, Tensor, None]:
+    threshold = float(config.get("localization", {}).get("class_threshold", 0.1))
+
+    def run(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         part = features[0, :, offset:offset + half]
         padded = features.new_zeros(part.shape[0], patch.STREAM_DIM)
         padded[:, :half] = part
         scores, attention = model(padded[None])
-        tcam = padded @ model.fc3.weight.t()  # the T-CAM, no bias (train_model.returnCAM)
-        psi = attention[0] * torch.sigmoid(tcam)
-        return psi[:, :num_classes], scores[0, :num_classes], None
+        tcam = (padded @ model.fc3.weight.t())[:, :num_classes]  # the T-CAM, no bias (train_model.returnCAM)
+        scores = scores[0, :num_classes]
+        # The clean-room STPN's signals for one stream: runs where psi >= 0.05, scored by lambda * T-CAM.
+        psi = attention[0] * torch.sigmoid(tcam) * (scores > threshold)
+        return attention[0] * tcam, scores, psi
 
     return {"model": UpstreamModel("stpn", model, run), "history": history, "upstream_evaluation": own,
             "ftcl_steps": len(attachment.history), "stream": stream}

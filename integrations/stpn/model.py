@@ -1,24 +1,31 @@
-"""STPN (Nguyen et al., CVPR 2018), clean-room from ``BASELINES.md`` section 4 (the paper is normative).
+"""STPN (Nguyen et al., CVPR 2018), clean-room after the paper; the only public code, the unofficial reproduction
+demianzhang/weakly-action-localization @946a812, settles what the paper leaves open.
 
 Sparse temporal pooling, two independent streams (RGB = the first half of the feature channels, flow = the
-second). Per stream: a class-agnostic attention ``lambda_t = sigmoid(w2^T ReLU(W1 x_t + b1) + b2)``, attention-
-weighted mean pooling ``x_bar = (1/T) sum_t lambda_t x_t``, video probabilities ``sigmoid(W3 x_bar + b3)``, the
-T-CAM ``a_t = W3 x_t`` and the weighted T-CAM ``psi_t = lambda_t * sigmoid(a_t)``. Loss per stream:
-``BCE(y_hat, y) + beta * ||lambda||_1`` with beta = 1e-4; the two streams' losses are summed.
+second). Per stream: a class-agnostic attention ``lambda_t = sigmoid(w2^T ReLU(W1 x_t + b1) + b2)``, the
+attention-weighted temporal pooling ``x_bar = sum_t lambda_t x_t`` (the paper's sum; ``pooling="mean"`` divides by
+the number of snippets), video probabilities ``sigmoid(W3 x_bar + b3)``, the T-CAM ``a_t = W3 x_t`` and the
+weighted T-CAM ``psi_t = lambda_t * sigmoid(a_t)``. Loss per stream: ``BCE(y_hat, y) + beta * ||lambda||_1`` with
+the paper's beta = 1e-4; the two streams' losses are summed. Weights start from N(0, 0.001^2) and biases from 0,
+as in the reproduction's ``STPN.py``: with sum pooling over hundreds of snippets, Glorot-initialised weights start
+from saturated video probabilities (a first-epoch BCE of 16 on the built-in data) and the attention collapses
+towards 0.
 
-Where FTCL attaches (``BASELINES.md`` 4.5). STPN's per-snippet input is the raw, frozen I3D feature, so FTCL on it
-would have zero gradient with respect to every STPN parameter. The embedding handed to FTCL is the recommended
-one: the attention MLP's hidden layers of both streams, concatenated, ``e_t = [h_RGB_t || h_FLOW_t]`` (512-d). It is
-STPN's only learned per-snippet representation and feeds the attention directly, so FTCL's gradient reaches
-``W1, b1`` of both streams. (The attention-weighted features ``lambda_t x_t`` are not used: cosine similarity is
-invariant to the per-snippet scale ``lambda_t``, so FTCL would be nearly inert on them.) The actionness handed to
-FTCL is ``(lambda_RGB + lambda_FLOW) / 2``. No layer is added, so this is still STPN, not "STPN+embedding".
+Where FTCL attaches. STPN's per-snippet input is the raw, frozen I3D feature, so FTCL on it would have zero gradient
+with respect to every STPN parameter. The embedding handed to FTCL is the attention MLP's hidden layers of both
+streams, concatenated, ``e_t = [h_RGB_t || h_FLOW_t]`` (512-d): STPN's only learned per-snippet representation,
+which feeds the attention directly, so FTCL's gradient reaches ``W1, b1`` of both streams. (The attention-weighted
+features ``lambda_t x_t`` are not used: cosine similarity is invariant to the per-snippet scale ``lambda_t``, so
+FTCL would be nearly inert on them.) The actionness handed to FTCL is ``(lambda_RGB + lambda_FLOW) / 2``. No layer
+is added, so this is still STPN, not "STPN+embedding".
 
-Two-stream inference. The reference localizes each stream separately (class gate 0.1 per stream, ``psi >= 0.05``,
-score = mean of ``lambda * (a_RGB + a_FLOW) / 2``) and merges the streams' proposals with NMS. The shared
-``localize`` takes one CAS per video, so :meth:`STPN.inference` fuses the streams first: the CAS is the mean of the
-two weighted T-CAMs ``(psi_RGB + psi_FLOW) / 2`` and a class's video score is the larger of the two streams' (a
-class predicted by either stream is localized, as in the union of the per-stream gates).
+Inference is the paper's two-stream scheme: per stream ``s``, the classes whose probability passes 0.1; proposals
+are the runs where ``psi^s_c >= 0.05`` on the x24-upsampled signal, each scored by the mean over the run of
+``lambda^s_t * (a^s_t,c + a^other_t,c) / 2``; the two streams' proposals of a class are pooled and suppressed by NMS
+at IoU 0.5. :meth:`STPN.inference` returns both streams' signals side by side, :meth:`STPN.localization_overrides`
+sets ``streams = 2`` and ``configs/*.toml`` holds the rest. (The reproduction instead localizes one stream per
+run, on a min-max normalised CAM, scores a run by its maximum and applies NMS per stream; see
+``docs/baselines.md``.)
 """
 
 from __future__ import annotations
@@ -42,24 +49,33 @@ class STPNStream(nn.Module):
         input_dim: channels of this stream (1024 for I3D).
         num_classes: ``C``.
         hidden_dim: width of the attention hidden layer (256).
-        pooling: ``"mean"`` (recommended; independent of the test length) or ``"sum"`` (the paper's formula).
+        pooling: ``"sum"`` (the paper's formula and the reproduction's) or ``"mean"`` (divided by the number of
+            real snippets, independent of the input length).
+        init: ``"normal"``: weights N(0, ``init_std``^2), biases 0 (the reproduction); ``"xavier"``: Glorot-uniform
+            weights, biases 0 (the TensorFlow reproduction bellos1203/STPN).
+        init_std: standard deviation of the ``"normal"`` init (0.001).
 
     Shape:
         features ``(B, T, input_dim)`` -> ``(hidden (B, T, H), attention (B, T), logits (B, C), tcam (B, T, C))``.
     """
 
     def __init__(self, input_dim: int, num_classes: int, *, hidden_dim: int = 256,
-                 pooling: Literal["mean", "sum"] = "mean") -> None:
+                 pooling: Literal["sum", "mean"] = "sum", init: Literal["normal", "xavier"] = "normal",
+                 init_std: float = 0.001) -> None:
         super().__init__()
-        if pooling not in ("mean", "sum"):
-            raise ValueError(f"`pooling` must be 'mean' or 'sum', but got {pooling!r}.")
+        if pooling not in ("sum", "mean"):
+            raise ValueError(f"`pooling` must be 'sum' or 'mean', but got {pooling!r}.")
+        if init not in ("normal", "xavier"):
+            raise ValueError(f"`init` must be 'normal' or 'xavier', but got {init!r}.")
         self.pooling = pooling
         self.hidden = nn.Linear(input_dim, hidden_dim)
         self.attend = nn.Linear(hidden_dim, 1)
         self.classifier = nn.Linear(input_dim, num_classes)
-        # Glorot weights and zero biases, as the TensorFlow reproduction that matches the paper.
         for layer in (self.hidden, self.attend, self.classifier):
-            nn.init.xavier_uniform_(layer.weight)
+            if init == "normal":
+                nn.init.normal_(layer.weight, std=init_std)
+            else:
+                nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -83,19 +99,24 @@ class STPNStream(nn.Module):
 
 
 class STPN(Baseline):
-    """Two-stream STPN (RGB and flow halves of the features); see the module docstring for FTCL and fusion.
+    """Two-stream STPN (RGB and flow halves of the features); see the module docstring for FTCL and inference.
 
     Args:
         feature_dim: ``D`` (2048: RGB 1024 then flow 1024).
         num_classes: ``C``.
         rgb_dim: channels of the RGB stream (default ``D // 2``); the flow stream takes the rest.
         hidden_dim: width of each attention hidden layer (256); the FTCL embedding is ``2 * hidden_dim``.
-        sparsity_weight: beta of the L1 attention sparsity (1e-4).
-        pooling: ``"mean"`` (recommended) or ``"sum"``.
+        sparsity_weight: beta of the L1 attention sparsity (1e-4, the paper; the reproduction's ``/ 5000`` is 2e-4).
+        pooling: ``"sum"`` (the paper) or ``"mean"``; see :class:`STPNStream`.
+        init: ``"normal"`` (the reproduction) or ``"xavier"``; see :class:`STPNStream`.
+        init_std: standard deviation of the ``"normal"`` init (0.001).
+        stream_threshold: a stream localizes class ``c`` when its probability is above this (0.1, the paper).
+        score_mix: ``alpha`` of the proposal score ``lambda^s (alpha a^s + (1 - alpha) a^other)`` (0.5).
 
     Shape:
         features ``(B, T, D)`` -> embedding ``(B, T, 2 * hidden_dim)``, attention ``(B, T)`` in (0, 1), cas
-        ``(B, T, C)`` (fused weighted T-CAM, in (0, 1)), video_scores ``(B, C)`` (max of the streams').
+        ``(B, T, C)`` (the mean of the two weighted T-CAMs, in (0, 1)), video_scores ``(B, C)`` (the larger of the
+        two streams' probabilities).
 
     Example:
         >>> import torch
@@ -103,13 +124,18 @@ class STPN(Baseline):
         >>> out = model(torch.randn(2, 10, 64))
         >>> out.embedding.shape, out.attention.shape, out.cas.shape, out.video_scores.shape
         (torch.Size([2, 10, 32]), torch.Size([2, 10]), torch.Size([2, 10, 5]), torch.Size([2, 5]))
+        >>> cas, scores, psi = model.inference(model(torch.randn(1, 10, 64)))
+        >>> cas.shape, scores.shape, psi.shape   # both streams side by side: RGB columns, then flow
+        ((10, 10), (5,), (10, 10))
     """
 
     name = "stpn"
     streams = ("rgb", "flow")
 
     def __init__(self, feature_dim: int, num_classes: int, *, rgb_dim: int | None = None, hidden_dim: int = 256,
-                 sparsity_weight: float = 1e-4, pooling: Literal["mean", "sum"] = "mean") -> None:
+                 sparsity_weight: float = 1e-4, pooling: Literal["sum", "mean"] = "sum",
+                 init: Literal["normal", "xavier"] = "normal", init_std: float = 0.001,
+                 stream_threshold: float = 0.1, score_mix: float = 0.5) -> None:
         super().__init__()
         self.rgb_dim = int(rgb_dim if rgb_dim is not None else feature_dim // 2)
         if not 0 < self.rgb_dim < feature_dim:
@@ -117,8 +143,10 @@ class STPN(Baseline):
         self.num_classes = int(num_classes)
         self.embedding_dim = 2 * int(hidden_dim)
         self.sparsity_weight = float(sparsity_weight)
-        self.rgb = STPNStream(self.rgb_dim, num_classes, hidden_dim=hidden_dim, pooling=pooling)
-        self.flow = STPNStream(feature_dim - self.rgb_dim, num_classes, hidden_dim=hidden_dim, pooling=pooling)
+        self.stream_threshold, self.score_mix = float(stream_threshold), float(score_mix)
+        options = {"hidden_dim": hidden_dim, "pooling": pooling, "init": init, "init_std": init_std}
+        self.rgb = STPNStream(self.rgb_dim, num_classes, **options)
+        self.flow = STPNStream(feature_dim - self.rgb_dim, num_classes, **options)
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> BaselineOutput:
         """Run both streams.
@@ -172,24 +200,60 @@ class STPN(Baseline):
             total = total + cls + self.sparsity_weight * sparsity
         return total, {key: value.detach() for key, value in parts.items()}
 
+    def localization_overrides(self) -> dict[str, object]:
+        """``streams = 2``: :meth:`inference` puts both streams' signals side by side.
+
+        Returns:
+            The override of ``LocalizationConfig``.
+        """
+        return {"streams": 2}
+
     def inference(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The fused weighted T-CAM and video scores of one video (see the module docstring); no attention sweep.
+        """Both streams' proposal signals of one video, RGB columns then flow (localized with ``streams = 2``).
+
+        Per stream ``s`` and class ``c``: the score signal ``lambda^s * (alpha a^s_c + (1 - alpha) a^other_c)``
+        (raw T-CAMs) and the localization signal ``psi^s_c = lambda^s * sigmoid(a^s_c)``, set to 0 where the
+        stream's probability of ``c`` is not above ``stream_threshold`` (so that stream proposes nothing for
+        ``c``). The video score of a class is the larger of the streams' probabilities, so the config's class
+        threshold (the same 0.1) passes a class when either stream does.
 
         Args:
             output: the forward pass of one video in eval mode.
 
         Returns:
-            ``(cas (T, C), video_scores (C,), None)`` in ``[0, 1]``.
+            ``(score signals (T, 2C), video_scores (C,), localization signals (T, 2C))``.
         """
         check_single_video(output)
-        return to_numpy(output.cas[0]), to_numpy(output.video_scores[0]), None
+        ex = output.extras
+        scores, signals = [], []
+        for name, other in (("rgb", "flow"), ("flow", "rgb")):
+            attention = ex[f"{name}_attention"][0, :, None]
+            mixed = self.score_mix * ex[f"{name}_tcam"][0] + (1 - self.score_mix) * ex[f"{other}_tcam"][0]
+            scores.append(attention * mixed)
+            passed = torch.sigmoid(ex[f"{name}_logits"][0]) > self.stream_threshold
+            signals.append(attention * torch.sigmoid(ex[f"{name}_tcam"][0]) * passed)
+        return (to_numpy(torch.cat(scores, dim=1)), to_numpy(output.video_scores[0]),
+                to_numpy(torch.cat(signals, dim=1)))
+
+    def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mean of the two streams' weighted T-CAMs ``psi`` and of their attentions, in ``[0, 1]``.
+
+        Args:
+            output: the forward pass of one video.
+
+        Returns:
+            ``(cas (T, C), attention (T,))``.
+        """
+        check_single_video(output)
+        return to_numpy(output.cas[0]), to_numpy(output.attention[0])
 
 
 def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> STPN:
     """STPN from the ``[model]`` table of ``integrations/stpn/configs/<dataset>.toml``.
 
     Args:
-        config: the ``[model]`` table (the key ``"_all"`` holding the whole config is ignored).
+        config: the ``[model]`` table, with the whole config under ``"_all"`` (``localization.class_threshold``
+            sets ``stream_threshold`` unless ``[model]`` does).
         num_classes: ``C``.
         feature_dim: ``D``.
 
@@ -197,4 +261,8 @@ def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -
         The model.
     """
     options = {key: value for key, value in config.items() if key != "_all"}
+    # One class threshold for the per-stream gate and the localization's class selection, from [localization].
+    threshold = config.get("_all", {}).get("localization", {}).get("class_threshold")
+    if threshold is not None:
+        options.setdefault("stream_threshold", float(threshold))
     return STPN(feature_dim, num_classes, **options)

@@ -1,15 +1,20 @@
-"""W-TALC (Paul et al., ECCV 2018), clean-room from ``BASELINES.md`` section 3.
+"""W-TALC (Paul et al., ECCV 2018), clean-room after sujoyp/wtalc-pytorch @81ea982.
 
 MIL plus co-activity similarity: a fully connected embedding ``H = ReLU(Linear(X))``, dropout, a linear classifier
 giving raw per-snippet logits (the CAS), the k-max MIL loss with ``k = ceil(n / 8)``, and the co-activity
-similarity loss (CASL) between videos that share a class.
+similarity loss (CASL) between the videos of the same-class pairs W-TALC puts at the front of each batch.
 
-FTCL attaches to the **pre-dropout** embedding ``H`` (``BASELINES.md`` 3.7; with p = 0.7 the post-dropout ``H'``
-has 70 % of its dimensions zeroed, which makes cosine similarities meaningless). W-TALC has no attention branch;
-the actionness handed to FTCL is the label-free substitute ``sigmoid(max_c S_t,c)`` with padded snippets set to 0
-(ranking only, so the sigmoid changes nothing but the range). The label-guided ``max`` over the video's labelled
-classes that ``BASELINES.md`` recommends needs the labels, which the baseline interface does not pass to the
-attention.
+FTCL attaches to the **pre-dropout** embedding ``H``: with p = 0.7 the post-dropout ``H'`` has 70 % of its
+dimensions zeroed, which makes cosine similarities meaningless. W-TALC has no attention branch; the actionness
+handed to FTCL is the label-free ``sigmoid(max_c S_t,c)`` with padded snippets set to 0 (ranking only, so the
+sigmoid changes nothing but the range). A label-guided maximum over the video's own classes would need the labels,
+which the baseline interface does not pass to the attention.
+
+Inference is W-TALC's ``detectionMAP.py`` (lines 95-124): the class gate is the mean of the top ``floor(T/8)`` raw
+logits, a class whose gate is not positive is zeroed, each remaining class is thresholded at
+``(max + min) / 2`` of its raw logits, runs of at least two snippets are kept and scored by their maximum raw
+logit plus 0.7 times the gate; no NMS. :meth:`WTALC.inference` and ``configs/*.toml`` express exactly this through
+``ftcl_plugin.localization.localize`` (see the method).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from torch import Tensor, nn
 
 from integrations.common.baseline import Baseline, BaselineOutput, check_single_video, to_numpy
 
-__all__ = ["WTALC", "build_model", "co_activity_loss", "masked_topk_mean", "true_lengths"]
+__all__ = ["WTALC", "build_model", "class_gate", "co_activity_loss", "detection_signals", "masked_topk_mean",
+           "true_lengths"]
 
 
 def true_lengths(features: Tensor) -> Tensor:
-    """W-TALC's video lengths: the number of snippets with a non-zero feature (``BASELINES.md`` 3.1).
+    """W-TALC's video lengths: the number of snippets with a non-zero feature (``train.py``: ``seq_len``).
 
     Args:
         features: ``(B, T, D)``, zero-padded.
@@ -39,7 +45,7 @@ def true_lengths(features: Tensor) -> Tensor:
 
 
 def masked_topk_mean(scores: Tensor, k: Tensor, valid: Tensor) -> Tensor:
-    """Mean of the ``k_b`` largest valid values over time, per video and class (``BASELINES.md`` 0.3).
+    """Mean of the ``k_b`` largest valid values over time, per video and class (top-k MIL pooling).
 
     Args:
         scores: ``(B, T, C)``.
@@ -58,7 +64,7 @@ def masked_topk_mean(scores: Tensor, k: Tensor, valid: Tensor) -> Tensor:
 
 def co_activity_loss(embedding: Tensor, logits: Tensor, labels: Tensor, valid: Tensor, pairs: Tensor, *,
                      margin: float = 0.5, eps: float = 1e-8) -> Tensor:
-    """CASL, the co-activity similarity loss over the given video pairs (``BASELINES.md`` 3.3).
+    """CASL, the co-activity similarity loss over the given video pairs (W-TALC ``train.py``, ``CASL``).
 
     Per video and class: temporal softmax attention ``A`` over the valid snippets, high-attention feature
     ``Hf = H^T A`` and low-attention feature ``Lf = H^T (1 - A) / max(n - 1, 1)``. Per pair ``(i, j)`` and shared
@@ -95,10 +101,64 @@ def co_activity_loss(embedding: Tensor, logits: Tensor, labels: Tensor, valid: T
     return (term * shared).sum() / shared.sum().clamp_min(1)
 
 
+def class_gate(logits: Tensor, divisor: int = 8) -> Tensor:
+    """W-TALC's class gate of one video: the mean of the top ``floor(T / divisor)`` raw logits per class.
+
+    ``detectionMAP.py`` (line 97). With ``T < divisor`` the pool is empty; W-TALC's mean is then NaN, which passes
+    no ``> 0`` test, so this returns NaN too.
+
+    Args:
+        logits: ``(T, C)`` raw logits of one video.
+        divisor: 8.
+
+    Returns:
+        ``(C,)``; a class is detected only where it is ``> 0``.
+
+    Example:
+        >>> class_gate(torch.tensor([[1.0], [3.0], [-2.0], [0.0]]), divisor=2).tolist()
+        [2.0]
+    """
+    k = logits.shape[0] // divisor
+    if k == 0:
+        return torch.full(logits.shape[1:], float("nan"), dtype=logits.dtype, device=logits.device)
+    return logits.topk(k, dim=0).values.mean(dim=0)
+
+
+def detection_signals(logits: Tensor, *, gate_divisor: int = 8, gate_score_weight: float = 0.7,
+                      topk_divisor: int = 8) -> tuple[Tensor, Tensor]:
+    """W-TALC's detection CAS and classification scores of one full-length video, in the form its config localizes.
+
+    The CAS is ``(S_c + w g_c) * [g_c > 0]`` per class (see :meth:`WTALC.inference` for why this reproduces
+    ``detectionMAP.py``); the classification scores are the softmax over classes of the mean of the top
+    ``ceil(T / topk_divisor)`` logits (``test.py``, line 146). Shared by :class:`WTALC` and the ``--upstream``
+    W-TALC driver, so both score alike.
+
+    Args:
+        logits: ``(T, C)`` raw logits of one video (no padding).
+        gate_divisor: of :func:`class_gate` (8).
+        gate_score_weight: ``w`` (0.7).
+        topk_divisor: of the classification score (8).
+
+    Returns:
+        ``(cas (T, C), scores (C,))``.
+
+    Example:
+        >>> cas, scores = detection_signals(torch.tensor([[2.0, -1.0]] * 8, dtype=torch.float64))
+        >>> cas[0].tolist(), [round(v, 3) for v in scores.tolist()]   # gates 2 and -1: 2 + 0.7 * 2, class 1 off
+        ([3.4, 0.0], [0.953, 0.047])
+    """
+    gate = class_gate(logits, gate_divisor)
+    # A class whose gate is not positive (NaN compares False) becomes an all-zero column.
+    cas = torch.where(gate > 0, logits + gate_score_weight * torch.nan_to_num(gate), torch.zeros_like(logits))
+    k = -(-logits.shape[0] // topk_divisor)
+    scores = torch.softmax(logits.topk(k, dim=0).values.mean(dim=0), dim=0)
+    return cas, scores
+
+
 class WTALC(Baseline):
     """W-TALC: FC embedding, dropout, linear CAS, k-max MIL and the co-activity similarity loss.
 
-    Padding: lengths come from the ``lengths`` argument or, without it, from the non-zero snippets (upstream);
+    Padding: lengths come from the ``lengths`` argument or, without it, from the non-zero snippets (as W-TALC);
     padded snippets are never pooled, attended or counted, so appending zero rows changes nothing.
 
     Args:
@@ -106,21 +166,21 @@ class WTALC(Baseline):
         num_classes: ``C``.
         embedding_dim: ``E`` (default ``D``).
         dropout: dropout after the embedding (0.7; train only).
-        topk_divisor: ``k = ceil(n / divisor)`` in MIL (8).
+        topk_divisor: ``k = ceil(n / divisor)`` in MIL and in the classification score (8).
         mil_weight: weight of the MIL loss (0.5).
         casl_weight: weight of CASL (0.5, i.e. lambda = 0.5).
         casl_margin: the CASL hinge margin (0.5).
-        casl_pairs: ``"adjacent"``: the pairs (0, 1), (2, 3), ... (the first ``num_pairs``), as W-TALC builds its
-            batches; ``"shared"``: every pair of videos in the batch that shares a class (for batches from a
-            shuffling class-pair sampler, where a pair's positions are not fixed).
+        casl_pairs: ``"adjacent"``: the pairs (0, 1), (2, 3), ... (the first ``num_pairs``), where W-TALC's batches
+            (``ftcl_plugin.data.samplers.SimilarPairSampler``) put videos sharing a class; ``"shared"``: every pair
+            of videos in the batch that shares a class (for batches whose pairs have no fixed positions).
         num_pairs: how many adjacent pairs in ``"adjacent"`` mode (3).
-        gate_divisor: ``k = max(1, floor(T / divisor))`` of the detection-time class gate (8).
-        score_weight: weight of the class gate in a proposal's score (0.7).
+        gate_divisor: the class gate pools the top ``floor(T / divisor)`` logits (8; :func:`class_gate`).
+        gate_score_weight: weight of the gate in a proposal's score (0.7).
 
     Shape:
         features ``(B, T, D)`` -> embedding ``(B, T, E)`` (pre-dropout ``H``), attention ``(B, T)`` (the FTCL
         substitute, see the module docstring), cas ``(B, T, C)`` raw logits, video_scores ``(B, C)``
-        (softmax of the k-max pooled logits).
+        (softmax of the mean of the top ``ceil(n / 8)`` logits: W-TALC's classification score).
 
     Example:
         >>> import torch
@@ -135,7 +195,7 @@ class WTALC(Baseline):
     def __init__(self, feature_dim: int, num_classes: int, *, embedding_dim: int | None = None,
                  dropout: float = 0.7, topk_divisor: int = 8, mil_weight: float = 0.5, casl_weight: float = 0.5,
                  casl_margin: float = 0.5, casl_pairs: Literal["adjacent", "shared"] = "adjacent",
-                 num_pairs: int = 3, gate_divisor: int = 8, score_weight: float = 0.7) -> None:
+                 num_pairs: int = 3, gate_divisor: int = 8, gate_score_weight: float = 0.7) -> None:
         super().__init__()
         if casl_pairs not in ("adjacent", "shared"):
             raise ValueError(f"`casl_pairs` must be 'adjacent' or 'shared', but got {casl_pairs!r}.")
@@ -144,7 +204,7 @@ class WTALC(Baseline):
         self.topk_divisor, self.gate_divisor = int(topk_divisor), int(gate_divisor)
         self.mil_weight, self.casl_weight, self.casl_margin = float(mil_weight), float(casl_weight), float(casl_margin)
         self.casl_pairs, self.num_pairs = casl_pairs, int(num_pairs)
-        self.score_weight = float(score_weight)
+        self.gate_score_weight = float(gate_score_weight)
         self.embed = nn.Linear(feature_dim, self.embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
@@ -186,7 +246,7 @@ class WTALC(Baseline):
         return torch.triu_indices(batch, batch, offset=1, device=labels.device).T
 
     def loss(self, output: BaselineOutput, labels: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """``mil_weight * L_MIL + casl_weight * L_CASL`` (``BASELINES.md`` 3.3).
+        """``mil_weight * L_MIL + casl_weight * L_CASL`` (W-TALC ``train.py``).
 
         Args:
             output: the forward pass.
@@ -206,37 +266,49 @@ class WTALC(Baseline):
         return loss, {"mil": mil.detach(), "casl": casl.detach()}
 
     def inference(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """W-TALC's detection signals for one full-length video (``BASELINES.md`` 3.5), in localize's ranges.
+        """W-TALC's detection signals for one full-length video, in the form ``configs/*.toml`` localizes.
 
-        The class gate ``g_c = topk_mean(S, max(1, floor(T / 8)))`` on raw logits becomes the video score
-        ``sigmoid(g_c)``, so localize's class threshold 0.5 is exactly W-TALC's ``g_c > 0``. Each class's logit
-        sequence is min-max normalised over time, so the CAS threshold 0.5 is W-TALC's ``(max + min) / 2``.
-        There is no attention sweep. ``configs/*.toml`` sets localize to match: no upsampling, the single
-        threshold 0.5, no NMS, and the run's mean plus 0.7 times the class score as its score (W-TALC scores a
-        run by its maximum raw logit plus 0.7 times the raw gate; localize scores runs on the CAS it is given).
+        Returns the CAS ``(S_c + 0.7 g_c) * [g_c > 0]`` per class ``c`` (:func:`detection_signals`), where
+        ``S_c`` are the raw logits and ``g_c`` the gate (:func:`class_gate`), and the classification scores.
+        The config sends every class to a single relative threshold of 0.5, ``S_c > (max + min) / 2`` (W-TALC's
+        threshold; adding the constant ``0.7 g_c`` to a column moves its min, max and cut together, so the runs
+        are W-TALC's up to float rounding), and scores a run by its maximum, which is W-TALC's
+        ``max S_c + 0.7 g_c``. A class that fails the gate is a zero column, which no relative threshold passes,
+        so a video where no class passes the gate localizes nothing, as in W-TALC.
 
         Args:
             output: the forward pass of one video in eval mode.
 
         Returns:
-            ``(cas (T, C), video_scores (C,), None)``.
+            ``(cas (T, C), video_scores (C,), None)``: the gated, shifted raw logits and the softmax of the mean of
+            the top ``ceil(T / 8)`` logits (W-TALC's classification score, ``test.py``).
+        """
+        check_single_video(output)
+        cas, _ = detection_signals(output.cas[0], gate_divisor=self.gate_divisor,
+                                   gate_score_weight=self.gate_score_weight, topk_divisor=self.topk_divisor)
+        return to_numpy(cas), to_numpy(output.video_scores[0]), None
+
+    def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each class's logits min-max normalised over the video, so 0.5 is W-TALC's ``(max + min) / 2`` cut.
+
+        Args:
+            output: the forward pass of one video.
+
+        Returns:
+            ``(cas (T, C), None)`` in ``[0, 1]``.
         """
         check_single_video(output)
         logits = output.cas[0]
-        length = logits.shape[0]
-        k = max(1, length // self.gate_divisor)
-        gate = logits.topk(min(k, length), dim=0).values.mean(dim=0)
         low, high = logits.min(dim=0).values, logits.max(dim=0).values
-        span = torch.where(high > low, high - low, torch.ones_like(high))
-        cas = (logits - low) / span
-        return to_numpy(cas), to_numpy(torch.sigmoid(gate)), None
+        return to_numpy((logits - low) / torch.where(high > low, high - low, torch.ones_like(high))), None
 
 
 def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> WTALC:
     """W-TALC from the ``[model]`` table of ``integrations/wtalc/configs/<dataset>.toml``.
 
     Args:
-        config: the ``[model]`` table (the key ``"_all"`` holding the whole config is ignored).
+        config: the ``[model]`` table, with the whole config under ``"_all"`` (``data.similar_pairs``, the
+            number of same-class pairs per batch, sets ``num_pairs`` unless ``[model]`` does).
         num_classes: ``C``.
         feature_dim: ``D``.
 
@@ -244,4 +316,8 @@ def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -
         The model.
     """
     options = {key: value for key, value in config.items() if key != "_all"}
+    # The adjacent CASL pairs are the sampler's pairs: one count for both, from [data].
+    similar = config.get("_all", {}).get("data", {}).get("similar_pairs")
+    if similar is not None:
+        options.setdefault("num_pairs", int(similar))
     return WTALC(feature_dim, num_classes, **options)
