@@ -136,7 +136,7 @@ def _local_host(name: str, feature_dim: int, num_classes: int) -> Host:
         out = model(features)
         return out["embedding"], out["attention"], model.loss(out, labels)
 
-    return Host(name, lambda: cls(feature_dim, num_classes), run, lr=1e-3)
+    return Host(name, lambda: cls(feature_dim, num_classes), run, lr=1e-3, weight_decay=5e-4)
 
 
 def _baseline_host(name: str, feature_dim: int, num_classes: int) -> Host:

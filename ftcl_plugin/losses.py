@@ -21,7 +21,7 @@ cosine eps                        1e-8                   1e-8                   
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,13 @@ from ._checks import (
     check_tensor,
 )
 from .functional import fsd_similarity, lcs_length
+from .measures import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity, calibrated_threshold
 
 __all__ = ["FSDLoss", "FSDTerms", "LCSLoss", "LCSTerms", "Variant"]
+
+# A measure replacing a loss's own (``similarity=``): maps (P, M, N) cosines and lengths to (P,) scores.
+Measure = Union[FSDSimilarity, LCSSimilarity, SoftDTWSimilarity]
+_MEASURES = (FSDSimilarity, LCSSimilarity, SoftDTWSimilarity)
 
 Variant = Literal["paper", "official"]
 _VARIANTS = ("paper", "official")
@@ -180,6 +185,16 @@ def _mean_length(lengths_a: Tensor | None, lengths_b: Tensor | None, size_a: int
     return (first + second) / 2
 
 
+def _check_measure(similarity: Any, variant: str) -> None:
+    if similarity is None:
+        return
+    if not isinstance(similarity, _MEASURES):
+        names = ", ".join(cls.__name__ for cls in _MEASURES)
+        raise TypeError(f"`similarity` must be None or one of {names}, but got {type(similarity).__name__}.")
+    if variant != "paper":
+        raise ValueError("`similarity` must be None with variant='official' (the release has no other measure).")
+
+
 def _stack(parts: list[Tensor | None]) -> Tensor | None:
     return None if parts[0] is None else torch.cat(parts)
 
@@ -225,6 +240,9 @@ class FSDLoss(nn.Module):
             3.2, and with ``ranking_temperature >= 1`` its slope stays above ``sigmoid(-3.2) = 0.04`` (the term
             never saturates). The paper is silent on the scale; ``False`` (the default here) is Eq. 4 exactly.
             :class:`~ftcl_plugin.FTCL` uses ``True`` with ``ranking_temperature=1.0``.
+        similarity: A measure from :mod:`ftcl_plugin.measures` that replaces FSD (paper variant only): the
+            ranking of Eq. 4 then runs on ``similarity`` of the raw snippets' cosines, with no projections (the
+            paper's Table 3 "both-LCS" and Table 4 "DTW" arms). ``None``: FSD with its learned residuals.
         eps: Lower bound on the norms in the cosine similarities.
         validate_args: Also check values (lengths, finiteness); forces device syncs.
 
@@ -265,10 +283,11 @@ class FSDLoss(nn.Module):
     def __init__(self, feature_dim: int, *, variant: Variant = "paper", projection_dim: int = 1024,
                  insert_activation: Literal["penalty", "identity"] | None = None, separate_delete: bool = False,
                  gamma: float = 0.1, ranking_temperature: float = 0.2, length_normalized: bool = False,
-                 eps: float = 1e-8, validate_args: bool = False) -> None:
+                 similarity: Measure | None = None, eps: float = 1e-8, validate_args: bool = False) -> None:
         super().__init__()
         check_number(feature_dim, "feature_dim", minimum=1, integer=True)
         check_choice(variant, "variant", _VARIANTS)
+        _check_measure(similarity, variant)
         check_number(projection_dim, "projection_dim", minimum=2 if variant == "official" else 1, integer=True)
         if insert_activation is not None:
             check_choice(insert_activation, "insert_activation", ("penalty", "identity"))
@@ -278,12 +297,16 @@ class FSDLoss(nn.Module):
         check_number(gamma, "gamma", minimum=0.0)
         check_number(ranking_temperature, "ranking_temperature", minimum=0.0, strict_minimum=True)
         check_flag(length_normalized, "length_normalized")
+        if length_normalized and similarity is not None:
+            raise ValueError("`length_normalized` applies to FSD's own similarity; the measures in "
+                             "ftcl_plugin.measures are already per snippet.")
         if length_normalized and variant == "official":
             raise ValueError("`length_normalized` must be False with variant='official' (the release ranks raw "
                              "similarities).")
         check_number(eps, "eps", minimum=0.0, strict_minimum=True)
         check_flag(validate_args, "validate_args")
         self.length_normalized = length_normalized
+        self.similarity = similarity
         self.feature_dim = feature_dim
         self.variant = variant
         self.projection_dim = projection_dim
@@ -292,7 +315,9 @@ class FSDLoss(nn.Module):
         self.ranking_temperature = ranking_temperature
         self.eps = eps
         self.validate_args = validate_args
-        if variant == "official":
+        if similarity is not None:
+            pass  # the measure reads the snippets themselves: no projections
+        elif variant == "official":
             self.projection = nn.Linear(feature_dim, projection_dim)
         else:
             self.match_projection = nn.Linear(feature_dim, projection_dim)
@@ -302,10 +327,13 @@ class FSDLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"feature_dim={self.feature_dim}, variant={self.variant!r}, projection_dim={self.projection_dim}, "
                 f"insert_activation={self.insert_activation!r}, gamma={self.gamma}, "
-                f"length_normalized={self.length_normalized}")
+                f"length_normalized={self.length_normalized}"
+                + ("" if self.similarity is None else f", similarity={self.similarity!r}"))
 
     def _project(self, features: Tensor) -> _Projected:
         """The projections of every snippet, each scaled to unit norm (the cosines are then plain products)."""
+        if self.similarity is not None:
+            return _Projected(_unit(_kernel_dtype(features), self.eps), None, None)
         weight = (self.projection if self.variant == "official" else self.match_projection).weight
         if features.dtype != weight.dtype and not _autocast_enabled(features.device.type):
             features = features.to(weight.dtype)
@@ -375,16 +403,20 @@ class FSDLoss(nn.Module):
             return FSDTerms(zero, empty, empty, empty, positive.new_zeros(0, dtype=torch.bool))
         # One product per residual covers the action/background blocks of all three comparisons.
         match = _cosine(first.match, second.match)
-        insert = self._gap(_cosine(first.insert, second.insert))
-        delete = None
-        if first.delete is not None and second.delete is not None:
-            delete = self._gap(_cosine(first.delete, second.delete))
         action_a, background_a = slice(None, actions_a), slice(actions_a, None)
         action_b, background_b = slice(None, actions_b), slice(actions_b, None)
-        action_action, action_background, background_action = self._similarities(
-            match, insert, delete, [(action_a, action_b, lengths_a, lengths_b),
-                                    (action_a, background_b, lengths_a, background_lengths_b),
-                                    (background_a, action_b, background_lengths_a, lengths_b)])
+        blocks = [(action_a, action_b, lengths_a, lengths_b),
+                  (action_a, background_b, lengths_a, background_lengths_b),
+                  (background_a, action_b, background_lengths_a, lengths_b)]
+        if self.similarity is not None:
+            action_action, action_background, background_action = (
+                self.similarity(match[:, rows, cols], la, lb) for rows, cols, la, lb in blocks)
+        else:
+            insert = self._gap(_cosine(first.insert, second.insert))
+            delete = None
+            if first.delete is not None and second.delete is not None:
+                delete = self._gap(_cosine(first.delete, second.delete))
+            action_action, action_background, background_action = self._similarities(match, insert, delete, blocks)
         if self.length_normalized:
             pairs, size = action_action.shape[0], match.shape[1:]
             action_action = action_action / _mean_length(lengths_a, lengths_b, actions_a, actions_b, pairs)
@@ -471,6 +503,10 @@ class LCSLoss(nn.Module):
         probability_eps: Clamp of ``r_hat`` into ``[probability_eps, 1 - probability_eps]`` (paper variant).
         min_match_fraction: In ``[0, 1]``: lower the threshold of a batch so that at least this fraction of its
             similarity cells match (see above); ``None`` or 0 keeps ``threshold`` fixed.
+        similarity: A measure from :mod:`ftcl_plugin.measures` that replaces the LCS length (paper variant
+            only): the BCE of Eq. 7 then runs on ``similarity`` of the cosines, clamped into
+            ``[probability_eps, 1 - probability_eps]`` (the paper's Table 3 "both-FSD" and Table 4 "DTW" arms);
+            ``threshold``, ``strict``, ``gamma`` and ``min_match_fraction`` then do not apply.
         validate_args: Also check values (lengths); forces device syncs.
 
     Shape:
@@ -496,9 +532,11 @@ class LCSLoss(nn.Module):
 
     def __init__(self, *, variant: Variant = "paper", threshold: float = 0.92, strict: bool | None = None,
                  gamma: float = 0.0, eps: float = 1e-8, probability_eps: float = 1e-6,
-                 min_match_fraction: float | None = None, validate_args: bool = False) -> None:
+                 min_match_fraction: float | None = None, similarity: Measure | None = None,
+                 validate_args: bool = False) -> None:
         super().__init__()
         check_choice(variant, "variant", _VARIANTS)
+        _check_measure(similarity, variant)
         check_number(threshold, "threshold", minimum=-1.0, maximum=1.0)
         if min_match_fraction is not None:
             check_number(min_match_fraction, "min_match_fraction", minimum=0.0, maximum=1.0)
@@ -515,11 +553,13 @@ class LCSLoss(nn.Module):
         self.eps = eps
         self.probability_eps = probability_eps
         self.min_match_fraction = min_match_fraction
+        self.similarity = similarity
         self.validate_args = validate_args
 
     def extra_repr(self) -> str:
         return (f"variant={self.variant!r}, threshold={self.threshold}, strict={self.strict}, gamma={self.gamma}, "
-                f"min_match_fraction={self.min_match_fraction}")
+                f"min_match_fraction={self.min_match_fraction}"
+                + ("" if self.similarity is None else f", similarity={self.similarity!r}"))
 
     def forward_terms(self, features_a: Tensor, features_b: Tensor, is_positive: Tensor, *,
                       lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> LCSTerms:
@@ -542,30 +582,16 @@ class LCSLoss(nn.Module):
         if self.variant == "official":
             # The release compares a float32 cosine with the Python float 0.92, i.e. with float32(0.92).
             threshold = float(torch.tensor(threshold, dtype=similarity.dtype))
-        if not self.min_match_fraction:  # None, or 0: at least no cell must match, i.e. tau as it is
-            return threshold
-        values = similarity.detach()
-        if lengths_a is not None or lengths_b is not None:
-            rows = torch.arange(values.shape[1], device=values.device)
-            cols = torch.arange(values.shape[2], device=values.device)
-            inside = torch.ones_like(values, dtype=torch.bool)
-            if lengths_a is not None:
-                inside &= (rows[None, :] < lengths_a[:, None])[:, :, None]
-            if lengths_b is not None:
-                inside &= (cols[None, :] < lengths_b[:, None])[:, None, :]
-            values = values.masked_fill(~inside, float("-inf"))
-            count = inside.sum()
-        else:
-            count = torch.tensor(values.numel(), device=values.device)
-        # The largest value that at least `fraction` of the valid cells reach, found by sorting (padding sorts
-        # last as -inf), so the number of valid cells never has to be read on the host.
-        ranked = values.flatten().sort(descending=True).values
-        needed = (count.to(torch.float64) * self.min_match_fraction).ceil().long().clamp(min=1)
-        quantile = ranked.gather(0, (needed - 1).view(1)).squeeze(0)
-        return torch.minimum(quantile, quantile.new_tensor(threshold))
+        return calibrated_threshold(similarity, threshold, self.min_match_fraction, lengths_a, lengths_b)
 
     def _score(self, similarity: Tensor, positive: Tensor, lengths_a: Tensor | None,
                lengths_b: Tensor | None) -> LCSTerms:
+        if self.similarity is not None:
+            score = self.similarity(similarity, lengths_a, lengths_b)
+            probability = score.clamp(self.probability_eps, 1 - self.probability_eps)
+            loss = -torch.where(positive, probability.log(), torch.log1p(-probability)).mean()
+            return LCSTerms(loss, score, score, score.detach() > 0,
+                            torch.full((), float("nan"), dtype=similarity.dtype, device=similarity.device))
         threshold = self._threshold(similarity, lengths_a, lengths_b)
         length = lcs_length(similarity, threshold=threshold, gamma=self.gamma, strict=self.strict,
                             lengths_a=lengths_a, lengths_b=lengths_b, validate_args=self.validate_args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,31 @@ def ftcl_from_config(config: dict[str, Any], embedding_dim: int) -> nn.Module:
     options = {k: v for k, v in config.get("ftcl", {}).items() if k != "enabled"}
     variant = options.get("variant", "paper")
     if "fsd_loss" in options:
-        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **options["fsd_loss"])
+        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **_with_measure(options["fsd_loss"]))
     if "lcs_loss" in options:
-        options["lcs_loss"] = LCSLoss(variant=variant, **options["lcs_loss"])
+        options["lcs_loss"] = LCSLoss(variant=variant, **_with_measure(options["lcs_loss"]))
     if options.get("max_grad_ratio") == 0:
         options["max_grad_ratio"] = None
     return FTCL(feature_dim=embedding_dim, **options)
+
+
+def _with_measure(table: dict[str, Any]) -> dict[str, Any]:
+    """A loss's settings with ``similarity = "fsd" | "lcs" | "soft_dtw"`` turned into that measure.
+
+    The LCS measure keeps FTCL's liveness floor (``min_match_fraction``) so a measure swap changes only the
+    measure; the others take their defaults.
+    """
+    from ftcl_plugin import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity
+    from ftcl_plugin.facade import MIN_MATCH_FRACTION
+
+    measures = {"fsd": FSDSimilarity, "lcs": lambda: LCSSimilarity(min_match_fraction=MIN_MATCH_FRACTION),
+                "soft_dtw": SoftDTWSimilarity}
+    if "similarity" not in table:
+        return table
+    name = table["similarity"]
+    if name not in measures:
+        raise ValueError(f"`similarity` must be one of {', '.join(map(repr, measures))}, but got {name!r}.")
+    return table | {"similarity": measures[name]()}
 
 
 def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
@@ -200,6 +219,8 @@ class RunResult:
         steps: the number of optimizer steps taken.
         seconds: wall time of training and evaluation.
         label: the row name.
+        activity: FTCL's per-step values averaged over the run (``ftcl_grad_ratio``, ``lcs_active_fraction``, ...;
+            the activity fractions over the steps with positive pairs); empty without FTCL.
     """
 
     out: Path
@@ -209,3 +230,4 @@ class RunResult:
     steps: int
     seconds: float
     label: str = ""
+    activity: dict[str, float] = field(default_factory=dict)

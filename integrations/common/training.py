@@ -131,9 +131,8 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None, resume: bool = False,
-          epochs: int | None = None, best_on_test: bool = False, plot: bool = True,
-          contrastive: Callable[[int], nn.Module] | None = None, label: str = "", overwrite: bool = False,
-          wait: bool = False) -> RunResult:
+          epochs: int | None = None, best_on_test: bool = False, plot: bool = True, label: str = "",
+          overwrite: bool = False, wait: bool = False) -> RunResult:
     """Train one arm, evaluate it and write its outputs under ``out``, which it owns while it runs.
 
     Rank 0 claims ``out`` first (``rundir.claim``): it holds the folder's lock, refuses a folder holding a
@@ -143,13 +142,12 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     Args:
         ctx: the run context.
         out: the output folder.
-        ftcl: add the contrastive loss.
+        ftcl: add FTCL, built from the config's ``[ftcl]`` table as the README's two lines do.
         init_from: a checkpoint to start from (fresh optimizer, step 0).
         resume: continue from ``out/checkpoints/last.pt``.
         epochs: epochs to train (default: ``train.epochs``).
         best_on_test: evaluate every epoch and also report the best epoch (labelled).
         plot: write ``plot.png``.
-        contrastive: factory ``E -> module`` replacing FTCL (ablations, soft-DTW); ``None`` = FTCL from config.
         label: the row name in the printed table.
         overwrite: delete a different run found in ``out`` instead of refusing.
         wait: wait for another process using ``out`` to end instead of refusing.
@@ -163,7 +161,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     """
     epochs = int(epochs if epochs is not None else ctx.config["train"]["epochs"])
     options = dict(ftcl=ftcl, init_from=init_from, resume=resume, epochs=epochs, best_on_test=best_on_test,
-                   plot=plot, contrastive=contrastive, label=label)
+                   plot=plot, label=label)
     if ctx.rank != 0:
         return _train(ctx, out, **options)
     if init_from is not None:
@@ -180,7 +178,7 @@ def _build_model(ctx: Context) -> Baseline:
 
 
 def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resume: bool, epochs: int,
-           best_on_test: bool, plot: bool, contrastive: Callable[[int], nn.Module] | None, label: str) -> RunResult:
+           best_on_test: bool, plot: bool, label: str) -> RunResult:
     cfg = ctx.config
     train_cfg = cfg["train"]
     seed = int(train_cfg.get("seed", 0))
@@ -196,7 +194,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     model = _build_model(ctx)
     if ftcl:
         # The README's first line: the FTCL heads become part of the model before the optimizer is built.
-        model.ftcl = (contrastive or (lambda e: make_contrastive(ctx, e)))(model.embedding_dim)
+        model.ftcl = make_contrastive(ctx, model.embedding_dim)
     if init_from is not None:
         _load_weights(model, init_from)
     model.to(ctx.device)
@@ -212,6 +210,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     lr_at = _lr_schedule(optim_cfg, epochs)
 
     step, start_epoch, start_batch, history, best, partial = 0, 0, 0, [], None, {}
+    totals: dict[str, list[float]] = {}  # run-long (sum, count) of each FTCL activity value
     last_path = out / "checkpoints" / "last.pt"
     if resume:
         if not last_path.is_file():
@@ -235,6 +234,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
         history, best = list(state["history"]), state.get("best") or None
         partial = dict(state.get("partial", {}))
+        totals = {key: list(value) for key, value in state.get("totals", {}).items()}
         if history and history[-1].get("partial"):
             history.pop()  # the partial epoch's row is rewritten when the epoch completes
 
@@ -254,6 +254,8 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         # Sums of a partly trained epoch survive a stop at the iteration cap, so a resumed epoch logs one row.
         sums: dict[str, float] = dict(partial.get("sums", {}))
         count, correct, seen = (int(partial.get(k, 0)) for k in ("count", "correct", "seen"))
+        # a value a step did not log (FTCL's activity on a batch without positive pairs) is left out of its mean
+        counts: dict[str, int] = dict(partial.get("counts", {key: count for key in sums}))
         stopped_at = None
         model.train()
         for index, batch_ids in enumerate(batches):
@@ -266,20 +268,24 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
                                 ftcl=ftcl, scale=scale)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+                if key in ACTIVITY_KEYS:
+                    total = totals.setdefault(key, [0.0, 0])
+                    total[0], total[1] = total[0] + value, total[1] + 1
             count += 1
             correct += hits[0]
             seen += hits[1]
             step += 1
             bar.update(step, f"loss {parts['loss']:.3f}")
         row: dict[str, Any] = {"epoch": epoch + 1, "step": step}
-        row.update({key: value / max(count, 1) for key, value in sums.items()})
+        row.update({key: value / max(counts.get(key, count), 1) for key, value in sums.items()})
         row["train_accuracy"] = correct / max(seen, 1)
         if stopped_at is not None:
             # Stopped by the iteration cap inside an epoch: log the partial epoch (replaced if resumed) and keep
             # its sums so a resumed run continues the same row.
             row["partial"] = 1
             start_batch = stopped_at
-            partial = {"sums": sums, "count": count, "correct": correct, "seen": seen}
+            partial = {"sums": sums, "counts": counts, "count": count, "correct": correct, "seen": seen}
         else:
             start_batch, partial = 0, {}
         is_last = epoch + 1 == epochs or bool(cap and step >= cap)
@@ -295,7 +301,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
             epoch += 1
         rng = _rng_states(ctx)
         if main_rank:
-            _save(last_path, model, optimizer, rng, step, epoch, start_batch, history, best, partial)
+            _save(last_path, model, optimizer, rng, step, epoch, start_batch, history, best, partial, totals)
             write_csv(out / "metrics.csv", history)
         if ctx.world > 1:
             import torch.distributed as dist
@@ -308,7 +314,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         last_eval = evaluate(ctx, model)
     seconds = time.perf_counter() - started
     result = RunResult(out=out, last=last_eval or {}, best=best, history=history, steps=step, seconds=seconds,
-                       label=label)
+                       label=label, activity={key: total / number for key, (total, number) in totals.items()})
     if main_rank:
         write_outputs(ctx, model, result, label=label, plot=plot)
     return result
@@ -347,11 +353,20 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
     terms = getattr(getattr(model, "ftcl", None), "last_terms", None) if ftcl else None
     if terms is not None:
         # Read after the backward pass, which fills in FTCL's gradient share on the embedding.
-        logged.update(ftcl_terms_row(terms))
+        row = ftcl_terms_row(terms)
+        if not row.get("positive_pairs", 1):  # the activity of a batch without positive pairs means nothing
+            for key in ("fsd_active_fraction", "lcs_active_fraction", "lcs_threshold"):
+                row.pop(key, None)
+        logged.update({key: value for key, value in row.items() if math.isfinite(value)})
     with torch.no_grad():
         top1 = output.video_scores.argmax(dim=1)
         hits = int(labels.gather(1, top1[:, None]).gt(0).sum())
     return logged, (hits, len(ids))
+
+
+#: The per-step FTCL values whose mean over a run is its activity record (``RunResult.activity``).
+ACTIVITY_KEYS = ("ftcl_loss", "fsd", "lcs", "ftcl_weight", "positive_pairs", "negative_pairs", "fsd_active_fraction",
+                 "lcs_active_fraction", "lcs_threshold", "ftcl_grad_ratio")
 
 
 def ftcl_terms_row(terms: Any) -> dict[str, float]:
@@ -390,12 +405,13 @@ def _rng_states(ctx: Context) -> list[Tensor]:
 
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
-          batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
+          batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any],
+          totals: dict[str, list[float]]) -> None:
     """Write the run checkpoint atomically; one entry per piece of state (a new piece is one more key)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [], "step": step,
              "epoch": epoch, "batch": batch, "history": history, "best": best or {},
-             "partial": partial}
+             "partial": partial, "totals": totals}
     if hasattr(model, "ftcl"):
         state["ftcl"] = model.ftcl.state_dict()
     save_checkpoint(path, state)
