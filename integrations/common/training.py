@@ -44,6 +44,11 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
+#: The batch constructions ``data.sampler`` names: shuffled batches, one same-class pair per batch guaranteed
+#: (``ClassPairSampler``), W-TALC's class pairs followed by random videos (``SimilarPairSampler``).
+BATCH_SAMPLERS = ("random", "class_pair", "similar_pairs")
+
+
 def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
     """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
     cfg = ctx.config
