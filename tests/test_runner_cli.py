@@ -48,7 +48,9 @@ def _error(run, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:  # 
     ("optim=1", "optim is a table, not a value; set one of its keys (optim.batch_size, optim.betas, optim.lr"),
     ("novalue", "an override must look like section.key=value"),
     ("localization.nms=nope", "the [localization] settings are not valid: `nms` must be one of 'hard', 'soft'"),
-    ("data.test_sampling=nope", "data.test_sampling must be one of random, uniform, full, but got 'nope'."),
+    ("data.test_sampling=nope", "data.test_sampling must be one of random, acmnet_random, crop, uniform, "
+                                "acmnet_uniform, uniform_fixed, full, but got 'nope'."),
+    ("data.sampler=nope", "data.sampler must be one of random, class_pair, similar_pairs, but got 'nope'."),
     ("evaluation.preset=nope", "evaluation.preset must be one of thumos14, "),
 ])
 def test_bad_overrides_are_named(override: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,7 +34,7 @@ from .files import CheckpointError, RunError, read_checkpoint, write_json, write
 from .outputs import data_note, row_name
 from .report import machine_description, markdown_table, summary_rows
 from .rundir import folder_lock
-from .training import train
+from .training import BATCH_SAMPLERS, train
 
 __all__ = ["ArgumentParser", "build_parser", "check_settings", "main", "resume_command"]
 
@@ -265,6 +265,8 @@ def check_settings(config: dict[str, Any]) -> None:
     for key in ("train_sampling", "test_sampling"):
         if key in data and data[key] not in SAMPLINGS:
             raise ValueError(f"data.{key} must be one of {', '.join(SAMPLINGS)}, but got {data[key]!r}.")
+    if data.get("sampler", "random") not in BATCH_SAMPLERS:
+        raise ValueError(f"data.sampler must be one of {', '.join(BATCH_SAMPLERS)}, but got {data['sampler']!r}.")
     preset = config.get("evaluation", {}).get("preset", "thumos14")
     if preset not in PRESETS:
         raise ValueError(f"evaluation.preset must be one of {', '.join(PRESETS)}, but got {preset!r}.")

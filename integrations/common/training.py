@@ -26,6 +26,11 @@ from .rundir import claim
 __all__ = ["run_meta", "train"]
 
 
+#: The batch constructions ``data.sampler`` names: shuffled batches, one same-class pair per batch guaranteed
+#: (``ClassPairSampler``), W-TALC's class pairs followed by random videos (``SimilarPairSampler``).
+BATCH_SAMPLERS = ("random", "class_pair", "similar_pairs")
+
+
 def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
     """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
     cfg = ctx.config
