@@ -33,6 +33,7 @@ from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, prepare  #
 from integrations.common.files import RunError, write_json, write_text  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
 from integrations.common.runner import ArgumentParser, check_settings  # noqa: E402
+from integrations.common.training import batches_of  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
 # Table 5 trains ACM-Net last, so a concurrent table 3 or 4 run has usually pre-trained it by then.
@@ -110,6 +111,9 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:
             config = _config(name, args, dataset, seed)
             ctx = prepare(name, config, data=args.data, layout=args.layout, device=args.device)
+            if args.finetune_steps is not None:
+                per_epoch = len(batches_of(ctx, ctx.train_split(0).labels, 0))
+                set_dotted(config, ["compare", "finetune_epochs"], -(-args.finetune_steps // per_epoch))
             arms = arms_of(args.table)
             out = args.work / f"table{args.table}" / name / f"seed{seed}"
             print(f"[table {args.table}] {name} seed {seed} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
@@ -228,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=["thumos14", "activitynet"], default="thumos14")
     parser.add_argument("--pretrain-epochs", type=_positive_int, default=None)
     parser.add_argument("--finetune-epochs", type=_positive_int, default=None)
+    parser.add_argument("--finetune-steps", type=_positive_int, default=None,
+                        help="fine-tune each baseline for at least this many steps (sets its fine-tuning epochs from "
+                             "its own batches per epoch; overrides --finetune-epochs)")
     parser.add_argument("--iterations", type=_positive_int, default=None, help="cap on steps per training run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")

@@ -23,7 +23,7 @@ from .outputs import evaluate, jsonable, write_csv, write_outputs
 from .report import ProgressBar
 from .rundir import claim
 
-__all__ = ["run_meta", "train"]
+__all__ = ["ACTIVITY_KEYS", "BATCH_SAMPLERS", "batches_of", "ftcl_terms_row", "run_meta", "train"]
 
 
 #: The batch constructions ``data.sampler`` names: shuffled batches, one same-class pair per batch guaranteed
@@ -31,7 +31,7 @@ __all__ = ["run_meta", "train"]
 BATCH_SAMPLERS = ("random", "class_pair", "similar_pairs")
 
 
-def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
+def batches_of(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
     """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
     cfg = ctx.config
     batch_size = int(cfg["optim"]["batch_size"])
@@ -244,7 +244,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
             history.pop()  # the partial epoch's row is rewritten when the epoch completes
 
     labels_all = ctx.train_split(0).labels
-    per_epoch = len(_batches(ctx, labels_all, 0))
+    per_epoch = len(batches_of(ctx, labels_all, 0))
     total = min(epochs * per_epoch, cap) if cap else epochs * per_epoch
     bar = ProgressBar(total, label or ctx.name, enabled=main_rank)
     bar.update(step)
@@ -253,7 +253,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     epoch = start_epoch
     while epoch < epochs and (not cap or step < cap):
         split = ctx.train_split(epoch)
-        batches = _batches(ctx, split.labels, epoch)
+        batches = batches_of(ctx, split.labels, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch)
         # Sums of a partly trained epoch survive a stop at the iteration cap, so a resumed epoch logs one row.
@@ -359,9 +359,12 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
     if terms is not None:
         # Read after the backward pass, which fills in FTCL's gradient share on the embedding.
         row = ftcl_terms_row(terms)
+        skipped = [key for key, term in (("fsd_active_fraction", "fsd_weight"), ("lcs_active_fraction", "lcs_weight"),
+                                         ("lcs_threshold", "lcs_weight")) if getattr(model.ftcl, term, 1.0) == 0]
         if not row.get("positive_pairs", 1):  # the activity of a batch without positive pairs means nothing
-            for key in ("fsd_active_fraction", "lcs_active_fraction", "lcs_threshold"):
-                row.pop(key, None)
+            skipped += ["fsd_active_fraction", "lcs_active_fraction", "lcs_threshold"]
+        for key in skipped:  # nor does that of a term switched off by a zero weight
+            row.pop(key, None)
         logged.update({key: value for key, value in row.items() if math.isfinite(value)})
     with torch.no_grad():
         top1 = output.video_scores.argmax(dim=1)
