@@ -25,11 +25,15 @@ _EXPORTS: dict[str, str] = {
     "fsd_alignment": "functional",
     "lcs_path": "functional",
     "cosine_similarity_matrix": "functional",
+    "soft_dtw": "functional",
     # roles
     "FSDLoss": "losses",
     "LCSLoss": "losses",
     "FSDTerms": "losses",
     "LCSTerms": "losses",
+    "FSDSimilarity": "measures",
+    "LCSSimilarity": "measures",
+    "SoftDTWSimilarity": "measures",
     "ActionSelector": "selectors",
     "BackgroundSelector": "selectors",
     "ProposalSelector": "selectors",
@@ -39,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     # facade
     "FTCL": "facade",
     "FTCLTerms": "facade",
+    "FTCLInactiveWarning": "facade",
     # data
     "ClassPairSampler": "data",
     "builtin": "data",
@@ -68,9 +73,17 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the eager imports
     from .data import ClassPairSampler, builtin
     from .evaluation import DetectionMAP, classification_map, detection_map
-    from .facade import FTCL, FTCLTerms
-    from .functional import cosine_similarity_matrix, fsd_alignment, fsd_similarity, lcs_length, lcs_path
+    from .facade import FTCL, FTCLInactiveWarning, FTCLTerms
+    from .functional import (
+        cosine_similarity_matrix,
+        fsd_alignment,
+        fsd_similarity,
+        lcs_length,
+        lcs_path,
+        soft_dtw,
+    )
     from .localization import localize
     from .losses import FSDLoss, FSDTerms, LCSLoss, LCSTerms
+    from .measures import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity
     from .miners import PairMiner, Pairs
     from .selectors import ActionSelector, BackgroundSelector, ProposalSelector, Selection

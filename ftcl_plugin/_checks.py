@@ -168,6 +168,14 @@ def check_sequence_features(features_a: Any, features_b: Any) -> None:
     check_same_dtype(features_b, "features_b", features_a, "features_a")
 
 
+def check_scalar_tensor(value: torch.Tensor, name: str, reference: torch.Tensor, reference_name: str) -> None:
+    """Check a 0-dim floating tensor on ``reference``'s device (e.g. a threshold computed from a batch)."""
+    if value.dim() != 0:
+        raise ValueError(f"`{name}` must be a number or a 0-dim tensor, but got shape {_fmt_shape(value.shape)}.")
+    check_floating(value, name)
+    check_same_device(value, name, reference, reference_name)
+
+
 def check_flag(value: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``value`` is a bool."""
     if not isinstance(value, bool):

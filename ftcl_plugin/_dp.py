@@ -304,7 +304,7 @@ def fsd(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: float,
 # --------------------------------------------------------------------------------------------------
 
 
-def _lcs_inputs(grid: _Grid, similarity: Tensor, threshold: float, strict: bool) -> tuple[Tensor, Tensor]:
+def _lcs_inputs(grid: _Grid, similarity: Tensor, threshold: float | Tensor, strict: bool) -> tuple[Tensor, Tensor]:
     """Skewed similarity (float64 when small) and the skewed match mask, decided in the input dtype."""
     c = grid.skew(similarity)
     # compared in the input dtype, as the release compares float32 cosines with 0.92
@@ -371,7 +371,7 @@ class _LCS(torch.autograd.Function):
         return grid.unskew(grad_c), None, None, None, None, None
 
 
-def lcs(similarity: Tensor, threshold: float, strict: bool, gamma: float,
+def lcs(similarity: Tensor, threshold: float | Tensor, strict: bool, gamma: float,
         lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor:
     """R(La, Lb) per pair of Eq. 6; lengths ``None`` mean unpadded."""
     return _LCS.apply(similarity, threshold, strict, gamma, lengths_a, lengths_b)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _dp
+from . import _dp, _softdtw
 from ._checks import (
     check_flag,
     check_lengths,
     check_number,
+    check_scalar_tensor,
     check_score_matrix,
     check_sequence_features,
 )
 
-__all__ = ["cosine_similarity_matrix", "fsd_alignment", "fsd_similarity", "lcs_length", "lcs_path"]
+__all__ = ["cosine_similarity_matrix", "fsd_alignment", "fsd_similarity", "lcs_length", "lcs_path", "soft_dtw"]
 
 
 def _lengths(lengths: Tensor | None, name: str, reference: Tensor, dim: int,
@@ -137,11 +138,14 @@ def fsd_alignment(match: Tensor, insert: Tensor, delete: Tensor | None = None, *
     return _dp.fsd_occupancy(match, insert, delete, float(gamma), la, lb)
 
 
-def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool,
+def _lcs_inputs(similarity: Tensor, threshold: float | Tensor, gamma: float, strict: bool,
                 lengths_a: Tensor | None, lengths_b: Tensor | None,
                 validate_args: bool) -> tuple[Tensor | None, Tensor | None]:
     check_score_matrix(similarity, "similarity")
-    check_number(threshold, "threshold")
+    if isinstance(threshold, Tensor):
+        check_scalar_tensor(threshold, "threshold", similarity, "similarity")
+    else:
+        check_number(threshold, "threshold")
     check_number(gamma, "gamma", minimum=0.0)
     check_flag(strict, "strict")
     check_flag(validate_args, "validate_args")
@@ -150,7 +154,7 @@ def _lcs_inputs(similarity: Tensor, threshold: float, gamma: float, strict: bool
     return la, lb
 
 
-def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.0, strict: bool = False,
+def lcs_length(similarity: Tensor, *, threshold: float | Tensor = 0.92, gamma: float = 0.0, strict: bool = False,
                lengths_a: Tensor | None = None, lengths_b: Tensor | None = None,
                validate_args: bool = False) -> Tensor:
     r"""Soft longest-common-subsequence length ``R(M, N)`` of Eq. 6, batched over pairs.
@@ -168,7 +172,8 @@ def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.
 
     Args:
         similarity: Snippet similarities c (cosine in the paper).
-        threshold: Match threshold tau (0.92 in the paper).
+        threshold: Match threshold tau (0.92 in the paper): a number, or a 0-dim float tensor on the device of
+            ``similarity`` (e.g. computed from the batch; it gets no gradient, and reading it needs no sync).
         gamma: Smoothing temperature of the non-matching branch, ``>= 0``; 0 is the hard max.
         strict: Match on ``c > tau`` (the authors' release) instead of the paper's ``c >= tau``.
         lengths_a: True lengths of the first sequences; ``None`` means all M.
@@ -194,7 +199,8 @@ def lcs_length(similarity: Tensor, *, threshold: float = 0.92, gamma: float = 0.
         tensor([1.8800])
     """
     la, lb = _lcs_inputs(similarity, threshold, gamma, strict, lengths_a, lengths_b, validate_args)
-    return _dp.lcs(similarity, float(threshold), strict, float(gamma), la, lb)
+    threshold = threshold.detach() if isinstance(threshold, Tensor) else float(threshold)
+    return _dp.lcs(similarity, threshold, strict, float(gamma), la, lb)
 
 
 def lcs_path(similarity: Tensor, *, threshold: float = 0.92, strict: bool = False,
@@ -270,3 +276,46 @@ def cosine_similarity_matrix(features_a: Tensor, features_b: Tensor, *, eps: flo
     unit_a = torch.nn.functional.normalize(features_a, dim=-1, eps=eps)
     unit_b = torch.nn.functional.normalize(features_b, dim=-1, eps=eps)
     return torch.bmm(unit_a, unit_b.transpose(1, 2))
+
+
+def soft_dtw(cost: Tensor, *, gamma: float = 0.1, lengths_a: Tensor | None = None,
+             lengths_b: Tensor | None = None, validate_args: bool = False) -> Tensor:
+    r"""Soft-DTW alignment cost (Cuturi and Blondel, ICML 2017), batched over pairs: the paper's "DTW" (Table 4).
+
+    .. math::
+        R(i, j) = \mathrm{cost}_{ij} + \mathrm{softmin}_\gamma\{R(i-1, j-1), R(i-1, j), R(i, j-1)\},\quad
+        R(0, 0) = 0,\ R(0, j) = R(i, 0) = \infty
+
+    with ``softmin_gamma(x) = -gamma log sum exp(-x / gamma)``. Unlike FSD and LCS, DTW must align both sequences
+    from end to end. Differentiated by plain autograd over anti-diagonals (no analytic backward: it serves the
+    comparison only).
+
+    Args:
+        cost: Pairwise costs (e.g. cosine distances ``1 - c``).
+        gamma: Soft-min temperature, ``> 0``.
+        lengths_a: True lengths of the first sequences; ``None`` means all M.
+        lengths_b: True lengths of the second sequences; ``None`` means all N.
+        validate_args: Also check the values of the lengths (forces a device sync).
+
+    Shape:
+        - cost: (P, M, N), float32 or float64.
+        - Output: (P,).
+
+    Returns:
+        ``R(M_p, N_p)`` for every pair p.
+
+    Raises:
+        TypeError: If ``cost`` is not a float32/float64 tensor.
+        ValueError: If ``cost`` is not 3-D, the lengths do not fit, or ``gamma <= 0``.
+
+    Example:
+        >>> import torch
+        >>> cost = 1 - torch.eye(2)[None]            # matching diagonal: zero cost
+        >>> bool(soft_dtw(cost, gamma=0.01).abs() < 0.02)
+        True
+    """
+    check_score_matrix(cost, "cost")
+    check_number(gamma, "gamma", minimum=0.0, strict_minimum=True)
+    la = _lengths(lengths_a, "lengths_a", cost, 1, validate_args)
+    lb = _lengths(lengths_b, "lengths_b", cost, 2, validate_args)
+    return _softdtw.soft_dtw(cost, float(gamma), la, lb)

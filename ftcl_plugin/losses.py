@@ -20,7 +20,8 @@ cosine eps                        1e-8                   1e-8                   
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import contextlib
+from typing import Any, Literal, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -37,19 +38,45 @@ from ._checks import (
     check_tensor,
 )
 from .functional import fsd_similarity, lcs_length
+from .measures import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity, calibrated_threshold
 
 __all__ = ["FSDLoss", "FSDTerms", "LCSLoss", "LCSTerms", "Variant"]
+
+# A measure replacing a loss's own (``similarity=``): maps (P, M, N) cosines and lengths to (P,) scores.
+Measure = Union[FSDSimilarity, LCSSimilarity, SoftDTWSimilarity]
+_MEASURES = (FSDSimilarity, LCSSimilarity, SoftDTWSimilarity)
 
 Variant = Literal["paper", "official"]
 _VARIANTS = ("paper", "official")
 # The release divides each sum by (count + 1e-10), so an empty subset contributes exactly 0.
 _RELEASE_COUNT_EPS = 1e-10
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+# A softplus whose slope sigmoid(x / eta) fell below this sends almost no gradient: the pair counts as saturated.
+ACTIVE_SLOPE = 0.01
 
 
 def _kernel_dtype(value: Tensor) -> Tensor:
     """The DP kernels run in float32/float64; half-precision activations (autocast) are promoted."""
     return value if value.dtype in _KERNEL_DTYPES else value.float()
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device`` (a no-op context when it is not active there).
+
+    Under ``torch.autocast`` the cosine products would run in float16/bfloat16 and feed the DP kernels, whose
+    float32/float64 accumulation is what keeps long alignments exact; so the similarity and DP stage always
+    runs in float32 or higher, whatever the host's autocast does.
+    """
+    if _autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def _release_mean_difference(values: Tensor, positive: Tensor) -> Tensor:
@@ -82,12 +109,19 @@ class FSDTerms(NamedTuple):
         - action_action: (P,), ``s(U, V)``: action proposal of video a against that of video b.
         - action_background: (P,), ``s(U, V')``: action proposal of a against the background of b.
         - background_action: (P,), ``s(U', V)``: background of a against the action proposal of b.
+        - active: (P,), bool: the pair's loss term still sends gradient. Paper variant: a positive pair one of
+          whose ranking terms has slope ``sigmoid(x / eta) >= 0.01`` (a saturated softplus sends almost
+          none); official variant: every pair (its loss is linear).
+
+    The three similarities are divided by the mean length of their two sequences when the loss is
+    ``length_normalized``.
     """
 
     loss: Tensor
     action_action: Tensor
     action_background: Tensor
     background_action: Tensor
+    active: Tensor
 
 
 class LCSTerms(NamedTuple):
@@ -97,11 +131,17 @@ class LCSTerms(NamedTuple):
         - loss: (), the LCS loss.
         - length: (P,), the soft LCS length ``r = R(M, N)`` of every pair.
         - normalized_length: (P,), ``r / min(M_p, N_p)`` (in [0, 1] for cosine similarities).
+        - matched: (P,), bool: the pair's LCS path holds at least one match (``r > 0``), so the pair sends
+          gradient.
+        - threshold: (), the match threshold actually used (below ``threshold`` when ``min_match_fraction``
+          lowered it for this batch).
     """
 
     loss: Tensor
     length: Tensor
     normalized_length: Tensor
+    matched: Tensor
+    threshold: Tensor
 
 
 class _Projected(NamedTuple):
@@ -130,8 +170,29 @@ def _unit(features: Tensor, eps: float) -> Tensor:
 
 
 def _cosine(unit_a: Tensor, unit_b: Tensor) -> Tensor:
-    """(P, M, N) cosine similarities of unit rows (P, M, D) and (P, N, D)."""
-    return torch.bmm(unit_a, unit_b.transpose(1, 2))
+    """(P, M, N) cosine similarities of unit rows (P, M, D) and (P, N, D), never in reduced precision."""
+    with _autocast_off(unit_a.device):
+        return torch.bmm(_kernel_dtype(unit_a), _kernel_dtype(unit_b).transpose(1, 2))
+
+
+def _mean_length(lengths_a: Tensor | None, lengths_b: Tensor | None, size_a: int, size_b: int,
+                 pairs: int) -> Tensor | float:
+    """(M_p + N_p) / 2 per pair: the true lengths where given, the padded sizes otherwise."""
+    if lengths_a is None and lengths_b is None:
+        return (size_a + size_b) / 2
+    first = lengths_a if lengths_a is not None else torch.full((pairs,), size_a, device=lengths_b.device)
+    second = lengths_b if lengths_b is not None else torch.full((pairs,), size_b, device=first.device)
+    return (first + second) / 2
+
+
+def _check_measure(similarity: Any, variant: str) -> None:
+    if similarity is None:
+        return
+    if not isinstance(similarity, _MEASURES):
+        names = ", ".join(cls.__name__ for cls in _MEASURES)
+        raise TypeError(f"`similarity` must be None or one of {names}, but got {type(similarity).__name__}.")
+    if variant != "paper":
+        raise ValueError("`similarity` must be None with variant='official' (the release has no other measure).")
 
 
 def _stack(parts: list[Tensor | None]) -> Tensor | None:
@@ -169,8 +230,25 @@ class FSDLoss(nn.Module):
         separate_delete: Give ``f_h`` its own projection (paper variant only; the paper sets ``f_h = f_g``).
         gamma: Smooth-max temperature, ``>= 0``; 0.1 is the paper's gamma=10, 0 is the hard max.
         ranking_temperature: ``eta`` of the paper variant's ranking loss, ``> 0``.
+        length_normalized: Divide every similarity ``s`` by the mean length ``(M + N) / 2`` of its two sequences
+            before the ranking loss (paper variant only). ``s`` sums residuals along an alignment path of up to
+            ``M + N - 1`` cells, so its differences grow with the proposal length while ``eta`` stays fixed, and
+            the softplus saturates as soon as the projections separate action from background. Per snippet the
+            similarity is bounded whatever the length: every path has at least ``max(M, N)`` cells with
+            ``mu >= -1``, and with the penalty activation at most ``M + N - 1`` cells each adding at most 1, so
+            for square proposals ``-1 <= s_hat < 2 + 2.2 gamma``: the gap of a ranking term stays below about
+            3.2, and with ``ranking_temperature >= 1`` its slope stays above ``sigmoid(-3.2) = 0.04`` (the term
+            never saturates). The paper is silent on the scale; ``False`` (the default here) is Eq. 4 exactly.
+            :class:`~ftcl_plugin.FTCL` uses ``True`` with ``ranking_temperature=1.0``.
+        similarity: A measure from :mod:`ftcl_plugin.measures` that replaces FSD (paper variant only): the
+            ranking of Eq. 4 then runs on ``similarity`` of the raw snippets' cosines, with no projections (the
+            paper's Table 3 "both-LCS" and Table 4 "DTW" arms). ``None``: FSD with its learned residuals.
         eps: Lower bound on the norms in the cosine similarities.
         validate_args: Also check values (lengths, finiteness); forces device syncs.
+
+    Features whose dtype differs from the projections' (float64 features, float32 module) are cast to the
+    projections' dtype; under ``torch.autocast`` the projections follow autocast, and the similarities and the
+    DP always run in float32 or float64.
 
     Shape:
         - features_a, features_b: (P, M, D) and (P, N, D) action proposals of the two videos of each pair.
@@ -204,11 +282,12 @@ class FSDLoss(nn.Module):
 
     def __init__(self, feature_dim: int, *, variant: Variant = "paper", projection_dim: int = 1024,
                  insert_activation: Literal["penalty", "identity"] | None = None, separate_delete: bool = False,
-                 gamma: float = 0.1, ranking_temperature: float = 0.2, eps: float = 1e-8,
-                 validate_args: bool = False) -> None:
+                 gamma: float = 0.1, ranking_temperature: float = 0.2, length_normalized: bool = False,
+                 similarity: Measure | None = None, eps: float = 1e-8, validate_args: bool = False) -> None:
         super().__init__()
         check_number(feature_dim, "feature_dim", minimum=1, integer=True)
         check_choice(variant, "variant", _VARIANTS)
+        _check_measure(similarity, variant)
         check_number(projection_dim, "projection_dim", minimum=2 if variant == "official" else 1, integer=True)
         if insert_activation is not None:
             check_choice(insert_activation, "insert_activation", ("penalty", "identity"))
@@ -217,8 +296,17 @@ class FSDLoss(nn.Module):
             raise ValueError("`separate_delete` must be False with variant='official' (the release shares f_g).")
         check_number(gamma, "gamma", minimum=0.0)
         check_number(ranking_temperature, "ranking_temperature", minimum=0.0, strict_minimum=True)
+        check_flag(length_normalized, "length_normalized")
+        if length_normalized and similarity is not None:
+            raise ValueError("`length_normalized` applies to FSD's own similarity; the measures in "
+                             "ftcl_plugin.measures are already per snippet.")
+        if length_normalized and variant == "official":
+            raise ValueError("`length_normalized` must be False with variant='official' (the release ranks raw "
+                             "similarities).")
         check_number(eps, "eps", minimum=0.0, strict_minimum=True)
         check_flag(validate_args, "validate_args")
+        self.length_normalized = length_normalized
+        self.similarity = similarity
         self.feature_dim = feature_dim
         self.variant = variant
         self.projection_dim = projection_dim
@@ -227,7 +315,9 @@ class FSDLoss(nn.Module):
         self.ranking_temperature = ranking_temperature
         self.eps = eps
         self.validate_args = validate_args
-        if variant == "official":
+        if similarity is not None:
+            pass  # the measure reads the snippets themselves: no projections
+        elif variant == "official":
             self.projection = nn.Linear(feature_dim, projection_dim)
         else:
             self.match_projection = nn.Linear(feature_dim, projection_dim)
@@ -236,10 +326,17 @@ class FSDLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"feature_dim={self.feature_dim}, variant={self.variant!r}, projection_dim={self.projection_dim}, "
-                f"insert_activation={self.insert_activation!r}, gamma={self.gamma}")
+                f"insert_activation={self.insert_activation!r}, gamma={self.gamma}, "
+                f"length_normalized={self.length_normalized}"
+                + ("" if self.similarity is None else f", similarity={self.similarity!r}"))
 
     def _project(self, features: Tensor) -> _Projected:
         """The projections of every snippet, each scaled to unit norm (the cosines are then plain products)."""
+        if self.similarity is not None:
+            return _Projected(_unit(_kernel_dtype(features), self.eps), None, None)
+        weight = (self.projection if self.variant == "official" else self.match_projection).weight
+        if features.dtype != weight.dtype and not _autocast_enabled(features.device.type):
+            features = features.to(weight.dtype)
         if self.variant == "official":
             projected = _kernel_dtype(self.projection(features))
             half = self.projection_dim // 2
@@ -303,29 +400,43 @@ class FSDLoss(nn.Module):
             # No pairs: a zero that still reaches every projection and input (sums of empty tensors are 0).
             zero = sum(part.sum() for group in (first, second) for part in group if part is not None)
             empty = first.match.new_zeros(0)
-            return FSDTerms(zero, empty, empty, empty)
+            return FSDTerms(zero, empty, empty, empty, positive.new_zeros(0, dtype=torch.bool))
         # One product per residual covers the action/background blocks of all three comparisons.
         match = _cosine(first.match, second.match)
-        insert = self._gap(_cosine(first.insert, second.insert))
-        delete = None
-        if first.delete is not None and second.delete is not None:
-            delete = self._gap(_cosine(first.delete, second.delete))
         action_a, background_a = slice(None, actions_a), slice(actions_a, None)
         action_b, background_b = slice(None, actions_b), slice(actions_b, None)
-        action_action, action_background, background_action = self._similarities(
-            match, insert, delete, [(action_a, action_b, lengths_a, lengths_b),
-                                    (action_a, background_b, lengths_a, background_lengths_b),
-                                    (background_a, action_b, background_lengths_a, lengths_b)])
+        blocks = [(action_a, action_b, lengths_a, lengths_b),
+                  (action_a, background_b, lengths_a, background_lengths_b),
+                  (background_a, action_b, background_lengths_a, lengths_b)]
+        if self.similarity is not None:
+            action_action, action_background, background_action = (
+                self.similarity(match[:, rows, cols], la, lb) for rows, cols, la, lb in blocks)
+        else:
+            insert = self._gap(_cosine(first.insert, second.insert))
+            delete = None
+            if first.delete is not None and second.delete is not None:
+                delete = self._gap(_cosine(first.delete, second.delete))
+            action_action, action_background, background_action = self._similarities(match, insert, delete, blocks)
+        if self.length_normalized:
+            pairs, size = action_action.shape[0], match.shape[1:]
+            action_action = action_action / _mean_length(lengths_a, lengths_b, actions_a, actions_b, pairs)
+            action_background = action_background / _mean_length(
+                lengths_a, background_lengths_b, actions_a, size[1] - actions_b, pairs)
+            background_action = background_action / _mean_length(
+                background_lengths_a, lengths_b, size[0] - actions_a, actions_b, pairs)
         if self.variant == "official":
             chosen = torch.where(positive, action_action, action_background)
             loss = _release_mean_difference(chosen, positive)
+            active = torch.ones_like(positive)
         else:
             scale = self.ranking_temperature
-            per_pair = (F.softplus((action_background - action_action) / scale)
-                        + F.softplus((background_action - action_action) / scale))
+            margins = torch.stack(((action_background - action_action) / scale,
+                                   (background_action - action_action) / scale))
+            per_pair = F.softplus(margins).sum(0)
             count = positive.sum().clamp(min=1).to(per_pair.dtype)
             loss = torch.where(positive, per_pair, torch.zeros_like(per_pair)).sum() / count
-        return FSDTerms(loss, action_action, action_background, background_action)
+            active = positive & (torch.sigmoid(margins.detach()).amax(0) >= ACTIVE_SLOPE)
+        return FSDTerms(loss, action_action, action_background, background_action, active)
 
     def _similarities(self, match: Tensor, insert: Tensor, delete: Tensor | None,
                       blocks: list[tuple[slice, slice, Tensor | None, Tensor | None]]) -> list[Tensor]:
@@ -374,14 +485,28 @@ class LCSLoss(nn.Module):
     The LCS has no parameters: it shapes the features that feed it. With the hard threshold (``gamma=0``) only
     matched cells get gradient; pairs without any match get none.
 
+    ``min_match_fraction`` keeps the term alive on any embedding. The paper's ``tau = 0.92`` was tuned on the
+    authors' 2048-d ACM-Net embedding; on others no snippet pair may reach it, and then every length is 0 and
+    the term sends no gradient at all. With ``min_match_fraction=f``, whenever fewer than a fraction ``f`` of
+    the batch's similarity cells (over all pairs, padding excluded) reach ``tau``, the threshold of that batch
+    is lowered to the largest value that ``f`` of the cells reach (a detached batch quantile, so no gradient
+    flows through it); when enough cells reach ``tau`` it is exactly Eq. 6. ``None`` (the default here) keeps
+    ``tau`` fixed; :class:`~ftcl_plugin.FTCL` sets it.
+
     Args:
         variant: ``"paper"`` or ``"official"``.
-        threshold: Match threshold ``tau`` (0.92, Sec. 4.1).
+        threshold: Match threshold ``tau`` (0.92, Sec. 4.1), in ``[-1, 1]`` (cosine similarities).
         strict: Match on ``c > tau``; ``None`` means the variant's default (paper ``False``, official ``True``).
         gamma: Smoothing temperature of the non-matching max, ``>= 0``; 0 (hard, as paper and release) by
             default.
         eps: Lower bound on the norms in the cosine similarities.
         probability_eps: Clamp of ``r_hat`` into ``[probability_eps, 1 - probability_eps]`` (paper variant).
+        min_match_fraction: In ``[0, 1]``: lower the threshold of a batch so that at least this fraction of its
+            similarity cells match (see above); ``None`` or 0 keeps ``threshold`` fixed.
+        similarity: A measure from :mod:`ftcl_plugin.measures` that replaces the LCS length (paper variant
+            only): the BCE of Eq. 7 then runs on ``similarity`` of the cosines, clamped into
+            ``[probability_eps, 1 - probability_eps]`` (the paper's Table 3 "both-FSD" and Table 4 "DTW" arms);
+            ``threshold``, ``strict``, ``gamma`` and ``min_match_fraction`` then do not apply.
         validate_args: Also check values (lengths); forces device syncs.
 
     Shape:
@@ -407,10 +532,14 @@ class LCSLoss(nn.Module):
 
     def __init__(self, *, variant: Variant = "paper", threshold: float = 0.92, strict: bool | None = None,
                  gamma: float = 0.0, eps: float = 1e-8, probability_eps: float = 1e-6,
+                 min_match_fraction: float | None = None, similarity: Measure | None = None,
                  validate_args: bool = False) -> None:
         super().__init__()
         check_choice(variant, "variant", _VARIANTS)
-        check_number(threshold, "threshold")
+        _check_measure(similarity, variant)
+        check_number(threshold, "threshold", minimum=-1.0, maximum=1.0)
+        if min_match_fraction is not None:
+            check_number(min_match_fraction, "min_match_fraction", minimum=0.0, maximum=1.0)
         if strict is not None:
             check_flag(strict, "strict")
         check_number(gamma, "gamma", minimum=0.0)
@@ -423,10 +552,14 @@ class LCSLoss(nn.Module):
         self.gamma = gamma
         self.eps = eps
         self.probability_eps = probability_eps
+        self.min_match_fraction = min_match_fraction
+        self.similarity = similarity
         self.validate_args = validate_args
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, threshold={self.threshold}, strict={self.strict}, gamma={self.gamma}"
+        return (f"variant={self.variant!r}, threshold={self.threshold}, strict={self.strict}, gamma={self.gamma}, "
+                f"min_match_fraction={self.min_match_fraction}"
+                + ("" if self.similarity is None else f", similarity={self.similarity!r}"))
 
     def forward_terms(self, features_a: Tensor, features_b: Tensor, is_positive: Tensor, *,
                       lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> LCSTerms:
@@ -435,31 +568,47 @@ class LCSLoss(nn.Module):
         check_is_positive(is_positive, features_a.shape[0], features_a)
         first, second = _kernel_dtype(features_a), _kernel_dtype(features_b)
         if features_a.shape[0] == 0:
-            empty = first.new_zeros(0)
-            return LCSTerms(first.sum() + second.sum(), empty, empty)
+            return self._empty(first.sum() + second.sum(), first)
         return self._score(_cosine(_unit(first, self.eps), _unit(second, self.eps)), is_positive != 0, lengths_a,
                            lengths_b)
 
-    def _score(self, similarity: Tensor, positive: Tensor, lengths_a: Tensor | None,
-               lengths_b: Tensor | None) -> LCSTerms:
+    def _empty(self, zero: Tensor, like: Tensor) -> LCSTerms:
+        empty = like.new_zeros(0)
+        return LCSTerms(zero, empty, empty, empty.bool(), like.new_tensor(self.threshold))
+
+    def _threshold(self, similarity: Tensor, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | float:
+        """The batch's match threshold: ``tau``, lowered to the batch quantile that ``min_match_fraction`` asks."""
         threshold = self.threshold
         if self.variant == "official":
             # The release compares a float32 cosine with the Python float 0.92, i.e. with float32(0.92).
             threshold = float(torch.tensor(threshold, dtype=similarity.dtype))
+        return calibrated_threshold(similarity, threshold, self.min_match_fraction, lengths_a, lengths_b)
+
+    def _score(self, similarity: Tensor, positive: Tensor, lengths_a: Tensor | None,
+               lengths_b: Tensor | None) -> LCSTerms:
+        if self.similarity is not None:
+            score = self.similarity(similarity, lengths_a, lengths_b)
+            probability = score.clamp(self.probability_eps, 1 - self.probability_eps)
+            loss = -torch.where(positive, probability.log(), torch.log1p(-probability)).mean()
+            return LCSTerms(loss, score, score, score.detach() > 0,
+                            torch.full((), float("nan"), dtype=similarity.dtype, device=similarity.device))
+        threshold = self._threshold(similarity, lengths_a, lengths_b)
         length = lcs_length(similarity, threshold=threshold, gamma=self.gamma, strict=self.strict,
                             lengths_a=lengths_a, lengths_b=lengths_b, validate_args=self.validate_args)
         size_a = similarity.shape[1] if lengths_a is None else lengths_a
         size_b = similarity.shape[2] if lengths_b is None else lengths_b
         shorter = torch.minimum(torch.as_tensor(size_a, device=length.device),
                                 torch.as_tensor(size_b, device=length.device)).to(length.dtype)
-        normalized = length / shorter
+        # An empty sequence has LCS length 0, so its normalised length is 0 (not 0 / 0).
+        normalized = length / shorter.clamp(min=1)
         if self.variant == "official":
             loss = _release_mean_difference(length, positive)
         else:
             probability = normalized.clamp(self.probability_eps, 1 - self.probability_eps)
             # Written out rather than F.binary_cross_entropy, which refuses to run under autocast.
             loss = -torch.where(positive, probability.log(), torch.log1p(-probability)).mean()
-        return LCSTerms(loss, length, normalized)
+        return LCSTerms(loss, length, normalized, length.detach() > 0,
+                        torch.as_tensor(threshold, dtype=similarity.dtype, device=similarity.device))
 
     def forward_videos(self, snippets: Tensor, index_a: Tensor, index_b: Tensor, is_positive: Tensor, *,
                        lengths: Tensor | None = None) -> LCSTerms:
@@ -481,8 +630,7 @@ class LCSLoss(nn.Module):
         unit = _unit(_kernel_dtype(snippets), self.eps)
         first, second = _rows(unit, index_a), _rows(unit, index_b)
         if index_a.shape[0] == 0:
-            empty = unit.new_zeros(0)
-            return LCSTerms(first.sum() + second.sum(), empty, empty)
+            return self._empty(first.sum() + second.sum(), unit)
         return self._score(_cosine(first, second), is_positive != 0, _take_lengths(lengths, index_a),
                            _take_lengths(lengths, index_b))
 

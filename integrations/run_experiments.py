@@ -22,58 +22,56 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch import nn  # noqa: E402
-
 from integrations.common.compare import paired_compare  # noqa: E402
 from integrations.common.config import apply_overrides, load_config, set_dotted  # noqa: E402
-from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, make_contrastive, prepare  # noqa: E402
+from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, prepare  # noqa: E402
 from integrations.common.files import RunError, write_json, write_text  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
 from integrations.common.runner import ArgumentParser, check_settings  # noqa: E402
+from integrations.common.training import batches_of  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
 # Table 5 trains ACM-Net last, so a concurrent table 3 or 4 run has usually pre-trained it by then.
 TABLE5_ORDER = ("cola", "wtalc", "stpn", "acmnet")
 TABLE3_COLUMNS = ("0.1", "0.3", "0.5", "0.7", "Avg")
+# What FTCL did in a run (means over its fine-tuning steps; the fractions over steps with positive pairs), stored in
+# each FTCL arm's per-seed record and shown beside its mAP: column title -> record key.
+ACTIVITY = {"lcs_active_fraction": "LCS active", "fsd_active_fraction": "FSD active",
+            "ftcl_grad_ratio": "FTCL/host grad", "ftcl_weight": "FTCL weight", "lcs_threshold": "LCS threshold"}
 
 
-def _arms(table: int, ctx_factory: Callable[[], Any]) -> dict[str, Callable[[int], nn.Module] | None]:
-    """Arm name -> contrastive factory for a table (``"baseline"`` trains without extra loss)."""
+# The paper's exact equations (Eq. 2-8 as read in docs/losses.md): no warm-up, no gradient-share cap, raw FSD path
+# sums ranked at temperature 0.2, the fixed LCS threshold 0.92, unit weights. (TOML has no null:
+# max_grad_ratio = 0 stands for no cap.)
+PAPER_EXACT = {"warmup_steps": 0, "max_grad_ratio": 0, "fsd_loss": {"length_normalized": False},
+               "lcs_loss": {"min_match_fraction": 0.0}}
+# One measure for both roles (Table 3) or a standard soft-DTW for both (Table 4); every other setting is FTCL's
+# default, and a measure in the FSD role is ranked at FTCL's FSD temperature.
+BOTH_FSD = {"lcs_loss": {"similarity": "fsd"}}
+BOTH_LCS = {"fsd_loss": {"similarity": "lcs", "ranking_temperature": 1.0}}
+SOFT_DTW = {"fsd_loss": {"similarity": "soft_dtw", "ranking_temperature": 1.0}, "lcs_loss": {"similarity": "soft_dtw"}}
+
+
+def arms_of(table: int) -> dict[str, dict[str, Any] | None]:
+    """Arm name -> the ``[ftcl]`` settings of that arm (``{}``: FTCL's defaults; the baseline arm has no FTCL).
+
+    Args:
+        table: 1 to 5.
+
+    Returns:
+        The arms in table order.
+    """
     if table == 3:
-        from integrations.common.ablation import BothMeasures
-
-        ctx = ctx_factory()
-        variant = ctx.config.get("ftcl", {}).get("variant", "paper")
-
-        def ftcl_with(**weights: float) -> Callable[[int], nn.Module]:
-            def build(dim: int) -> nn.Module:
-                saved = dict(ctx.config["ftcl"])
-                ctx.config["ftcl"].update(weights)
-                try:
-                    return make_contrastive(ctx, dim)
-                finally:
-                    ctx.config["ftcl"] = saved
-            return build
-
-        return {
-            "baseline": None,
-            "FTCL (w/o FSD)": ftcl_with(fsd_weight=0.0),
-            "FTCL (w/o LCS)": ftcl_with(lcs_weight=0.0),
-            "FTCL (both-FSD)": lambda dim: BothMeasures(dim, measure="fsd", variant=variant),
-            "FTCL (both-LCS)": lambda dim: BothMeasures(dim, measure="lcs", variant=variant),
-            "ftcl": None,
-        }
+        return {"baseline": None, "FTCL (w/o FSD)": {"fsd_weight": 0.0}, "FTCL (w/o LCS)": {"lcs_weight": 0.0},
+                "FTCL (both-FSD)": BOTH_FSD, "FTCL (both-LCS)": BOTH_LCS, "ftcl": {}}
     if table == 4:
-        from integrations.common.softdtw import SoftDTWContrast
-
-        return {"baseline": None, "soft-DTW": lambda dim: SoftDTWContrast(dim), "ftcl": None}
-    return {"baseline": None, "ftcl": None}
+        return {"baseline": None, "soft-DTW": SOFT_DTW, "ftcl": {}}
+    return {"baseline": None, "ftcl": {}, "FTCL, paper-exact": PAPER_EXACT}
 
 
 def _config(name: str, args: argparse.Namespace, dataset: str, seed: int) -> dict[str, Any]:
@@ -113,7 +111,10 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:
             config = _config(name, args, dataset, seed)
             ctx = prepare(name, config, data=args.data, layout=args.layout, device=args.device)
-            arms = _arms(args.table, lambda ctx=ctx: ctx)
+            if args.finetune_steps is not None:
+                per_epoch = len(batches_of(ctx, ctx.train_split(0).labels, 0))
+                set_dotted(config, ["compare", "finetune_epochs"], -(-args.finetune_steps // per_epoch))
+            arms = arms_of(args.table)
             out = args.work / f"table{args.table}" / name / f"seed{seed}"
             print(f"[table {args.table}] {name} seed {seed} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
             # Pre-training is shared between tables (reused only when the resolved config is identical).
@@ -121,7 +122,9 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             report = paired_compare(ctx, out, arms=arms, plot=False, pretrain_dir=pretrain, reuse=True,
                                     overwrite=args.overwrite)
             for arm, result in report["results"].items():
-                runs[name].setdefault(arm, []).append(result.last["summary"])
+                record = dict(result.last["summary"]) | {"seed": seed, "steps": result.steps}
+                record.update({key: result.activity[key] for key in ACTIVITY if key in result.activity})
+                runs[name].setdefault(arm, []).append(record)
                 labels.setdefault(name, {})[arm] = result.label
             meta[name] = {
                 "train_videos": len(ctx.train_split(0)), "test_videos": len(ctx.test),
@@ -146,7 +149,7 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
     """
     runs, labels, meta = collected["runs"], collected["labels"], collected["meta"]
     first = next(iter(runs.values()))
-    columns = list(first["baseline"][0])
+    columns = [key for key in first["baseline"][0] if key not in ("seed", "steps", *ACTIVITY)]
     if args.table in (3, 4, 5) and set(TABLE3_COLUMNS[:-1]) <= set(columns):
         # The paper's compact layout: four thresholds and the overall average (the last "Avg" column).
         averages = [c for c in columns if c.startswith("Avg")]
@@ -161,6 +164,9 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
                 values = [100 * s[column] for s in summaries]
                 stats = paired_stats(values)
                 cells.append(f"{stats['mean']:.1f} ± {stats['std']:.1f}")
+            for key in ACTIVITY:
+                values = [s[key] for s in summaries if key in s]
+                cells.append(f"{sum(values) / len(values):.3g}" if values else "-")
             raw_rows.append([labels[name][arm], *cells])
             if arm == "baseline":
                 continue
@@ -193,7 +199,13 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
         "",
         "Mean ± sample standard deviation over seeds:",
         "",
-        markdown_table(["method", *columns], raw_rows),
+        markdown_table(["method", *columns, *ACTIVITY.values()], raw_rows),
+        "",
+        "FTCL's activity, means over each run's fine-tuning steps, then over seeds: LCS / FSD active = fraction of "
+        "positive pairs the term sent gradient for (LCS: a match on the LCS path; FSD: a ranking term with slope "
+        ">= 0.01), over steps with positive pairs; FTCL/host grad = norm of FTCL's weighted gradient on the "
+        "embedding over the host loss's; FTCL weight = FTCL's own schedule x gradient-share cap; LCS threshold = "
+        "the LCS match threshold used.",
         "",
         "Paired difference to the baseline arm (same seed, same data, same start): mean ± sd (seeds with a positive "
         "/ negative difference):",
@@ -220,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=["thumos14", "activitynet"], default="thumos14")
     parser.add_argument("--pretrain-epochs", type=_positive_int, default=None)
     parser.add_argument("--finetune-epochs", type=_positive_int, default=None)
+    parser.add_argument("--finetune-steps", type=_positive_int, default=None,
+                        help="fine-tune each baseline for at least this many steps (sets its fine-tuning epochs from "
+                             "its own batches per epoch; overrides --finetune-epochs)")
     parser.add_argument("--iterations", type=_positive_int, default=None, help="cap on steps per training run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")

@@ -23,14 +23,12 @@ class FTCLAttachment:
         ftcl: the FTCL module (``None`` when the run is the plain baseline).
         captured: the tensors the forward hooks caught in the last training forward pass: ``"embedding"``
             ``(B, T, D)`` and ``"attention"`` ``(B, T)``.
-        history: the FTCL loss of every training step, as floats (for the metrics CSV), before the warm-up factor.
+        history: the FTCL loss of every training step, as floats (for the metrics CSV), as FTCL weighted it
+            (its warm-up schedule and gradient-share cap are its own).
         calls: how many times each hook fired (for tests).
-        warmup_steps: ramp the FTCL weight linearly over this many training steps, ``min(1, (n + 1) / warmup)``
-            at the ``n``-th (0-based), as the clean-room runner does; 0 = full weight from the first step.
     """
 
     ftcl: nn.Module | None
-    warmup_steps: int = 0
     captured: dict[str, Tensor] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
@@ -93,8 +91,6 @@ class FTCLAttachment:
         else:
             loss = self.ftcl(embedding, attention, labels, lengths=lengths.to(embedding.device))
         self.history.append(float(loss.detach()))
-        if self.warmup_steps > 0:
-            loss = loss * min(1.0, len(self.history) / self.warmup_steps)
         return loss
 
     def replace(self, obj: object, name: str, value: Any) -> None:

@@ -87,7 +87,8 @@ def test_ftcl_on_embedding_and_attention_gets_gradients(name):
     from ftcl_plugin import FTCL
 
     model = _build(name)
-    model.ftcl = FTCL(feature_dim=model.embedding_dim)
+    # full weight from the first call (the default ramp gives the first call weight 0: it only measures)
+    model.ftcl = FTCL(feature_dim=model.embedding_dim, warmup_steps=0, max_grad_ratio=None)
     labels = _labels([0, 0, 1, 1])
     out = model(_batch(4, seed=2))
     terms = model.ftcl.forward_terms(out.embedding, model.ftcl_attention(out), labels)
@@ -313,7 +314,7 @@ def test_stpn_ftcl_gradient_reaches_both_attention_hidden_layers():
     from ftcl_plugin import FTCL
 
     model = STPN(D, C, hidden_dim=16)
-    model.ftcl = FTCL(feature_dim=model.embedding_dim)
+    model.ftcl = FTCL(feature_dim=model.embedding_dim, warmup_steps=0, max_grad_ratio=None)
     out = model(_batch(4, seed=11))
     model.ftcl(out.embedding, model.ftcl_attention(out), _labels([0, 0, 1, 1])).backward()
     for stream in (model.rgb, model.flow):

@@ -169,7 +169,7 @@ def test_acmnet_attach_hooks_optimizer_and_loss(acm_checkout: Path) -> None:
         model = pieces.ACMNet(args)
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=5e-5)
         criterion = pieces.ACMLoss()
-        ftcl = FTCL(feature_dim=8)
+        ftcl = FTCL(feature_dim=8, warmup_steps=0, max_grad_ratio=None)  # full weight at once: a wiring test
         x, y = torch.randn(4, 20, 8), _labels()
 
         def step_loss() -> torch.Tensor:
@@ -226,7 +226,7 @@ def test_cola_attach() -> None:
     net, criterion = CoLA(), TotalLoss()
     assert cola.embedding_dim(net) == 10
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=5e-4)
-    attachment = cola.attach(net, optimizer, criterion, FTCL(feature_dim=10))
+    attachment = cola.attach(net, optimizer, criterion, FTCL(feature_dim=10, warmup_steps=0, max_grad_ratio=None))
     x, y = torch.rand(4, 16, 6), _labels()
     scores, pairs, actionness, _ = net(x)
     assert torch.allclose(attachment.captured["attention"], actionness)
@@ -256,7 +256,8 @@ def test_wtalc_attach_rides_on_casl() -> None:
     torch.manual_seed(0)
     model = Model(8, 3)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    attachment = wtalc.attach(model, optimizer, train_module, FTCL(feature_dim=8), casl_weight=0.5)
+    attachment = wtalc.attach(model, optimizer, train_module, FTCL(feature_dim=8, warmup_steps=0, max_grad_ratio=None),
+                              casl_weight=0.5)
     features, labels = torch.randn(4, 12, 8), _labels()
     seq_len = np.array([12, 10, 12, 9])
     hidden, logits = model(features)
@@ -284,7 +285,8 @@ def test_stpn_attach_and_layout(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     model, criterion = TemporalProposal(), nn.BCELoss()
-    attachment = stpn.attach(model, torch.optim.Adam(model.parameters()), criterion, FTCL(feature_dim=5))
+    attachment = stpn.attach(model, torch.optim.Adam(model.parameters()), criterion,
+                             FTCL(feature_dim=5, warmup_steps=0, max_grad_ratio=None))
     attachment.lengths = torch.tensor([10, 8, 10, 7])
     outputs, attention = model(torch.randn(4, 10, 6))
     assert torch.allclose(attachment.captured["attention"], attention.squeeze(-1))

@@ -8,13 +8,12 @@ between experiment tables, elsewhere), each claimed by ``train``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
+from .config import deep_merge
 from .context import DISPLAY_NAMES, Context, RunResult
 from .files import CheckpointError, read_checkpoint
 from .rundir import claim, differences, folder_lock, read_record
@@ -39,11 +38,12 @@ def _load_result(out: Path, label: str) -> RunResult:
     """The :class:`RunResult` of a finished run, read back from its ``table.json``."""
     table = json.loads((out / "table.json").read_text())
     return RunResult(out=out, last=table["last"], best=table.get("best_on_test") or None, history=[],
-                     steps=int(table["steps"]), seconds=float(table["seconds"]), label=label)
+                     steps=int(table["steps"]), seconds=float(table["seconds"]), label=label,
+                     activity=dict(table.get("ftcl_activity", {})))
 
 
 def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, best_on_test: bool = False,
-                   plot: bool = True, arms: dict[str, Callable[[int], nn.Module] | None] | None = None,
+                   plot: bool = True, arms: dict[str, dict[str, Any] | None] | None = None,
                    pretrain_dir: Path | None = None, reuse: bool = False, overwrite: bool = False
                    ) -> dict[str, Any]:
     """The paired protocol: pre-train the baseline once, then fine-tune every arm from that checkpoint.
@@ -57,8 +57,10 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
         init_from: skip pre-training and fine-tune from this checkpoint.
         best_on_test: also report best-on-test rows.
         plot: write plots.
-        arms: arm name -> contrastive factory (``None`` = FTCL from the config); default
-            ``{"baseline": no extra loss, "ftcl": FTCL}``. The arm named ``"baseline"`` trains without extra loss.
+        arms: arm name -> the ``[ftcl]`` settings that arm lays over the config's (``{}``: the config's FTCL, i.e.
+            the README's two lines with their defaults); default ``{"baseline": None, "ftcl": {}}``. The arm named
+            ``"baseline"`` trains without FTCL (its value is ignored). Each arm's settings are part of its run
+            folder's ``config.json``.
         pretrain_dir: where to pre-train (default ``out / "pretrain"``); a finished pre-training of the same config
             found there is reused. A pre-training outside ``out`` is shared: a process that finds another one
             training it waits for it instead of refusing.
@@ -73,7 +75,7 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
     """
     compare = ctx.config.get("compare", {})
     display = DISPLAY_NAMES.get(ctx.name, ctx.name)
-    arms = arms if arms is not None else {"baseline": None, "ftcl": None}
+    arms = arms if arms is not None else {"baseline": None, "ftcl": {}}
     main_rank = ctx.rank == 0
     record = ctx.config | {"run": {
         "protocol": "compare", "pretrain_epochs": int(compare.get("pretrain_epochs", 1)),
@@ -90,7 +92,7 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
                          plot=plot, pretrain_dir=pretrain_dir, reuse=reuse, overwrite=overwrite)
 
 
-def _run_arms(ctx: Context, out: Path, arms: dict[str, Callable[[int], nn.Module] | None], *, display: str,
+def _run_arms(ctx: Context, out: Path, arms: dict[str, dict[str, Any] | None], *, display: str,
               init_from: Path | None, best_on_test: bool, plot: bool, pretrain_dir: Path | None, reuse: bool,
               overwrite: bool) -> dict[str, Any]:
     compare = ctx.config.get("compare", {})
@@ -109,15 +111,16 @@ def _run_arms(ctx: Context, out: Path, arms: dict[str, Callable[[int], nn.Module
         init_from = pre_out / "checkpoints" / "last.pt"
     results: dict[str, RunResult] = {}
     epochs = int(compare.get("finetune_epochs", 1))
-    for arm, factory in arms.items():
+    for arm, settings in arms.items():
         name = display if arm == "baseline" else f"{display} + {'FTCL' if arm == 'ftcl' else arm}"
-        record = ctx.config | {"run": run_meta(arm != "baseline", init_from, epochs, name, best_on_test)}
+        arm_ctx = ctx if arm == "baseline" or not settings else dataclasses.replace(
+            ctx, config=deep_merge(ctx.config, {"ftcl": settings}))
+        record = arm_ctx.config | {"run": run_meta(arm != "baseline", init_from, epochs, name, best_on_test)}
         if reuse and _reusable(out / arm, record, epochs):
             results[arm] = _load_result(out / arm, name)
             continue
-        results[arm] = train(ctx, out / arm, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
-                             best_on_test=best_on_test, plot=plot, contrastive=factory, label=name,
-                             overwrite=overwrite)
+        results[arm] = train(arm_ctx, out / arm, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
+                             best_on_test=best_on_test, plot=plot, label=name, overwrite=overwrite)
     rows = [(result.label, result.last.get("summary", {})) for result in results.values()]
     difference = {}
     if "baseline" in results and "ftcl" in results and ctx.rank == 0:

@@ -136,7 +136,7 @@ OPTIONAL_KEYS: dict[str, Any] = {
 LOWER_BOUNDS: dict[str, tuple[float, bool]] = {  # key -> (bound, inclusive)
     "optim.lr": (0.0, False), "optim.weight_decay": (0.0, True), "optim.batch_size": (1, True),
     "train.epochs": (1, True), "train.iterations": (0, True), "train.eval_every": (0, True),
-    "ftcl.warmup_steps": (0, True), "compare.pretrain_epochs": (1, True), "compare.finetune_epochs": (1, True),
+    "ftcl.warmup_steps": (0, True), "ftcl.max_grad_ratio": (0.0, True), "compare.pretrain_epochs": (1, True), "compare.finetune_epochs": (1, True),
 }
 
 
@@ -150,15 +150,17 @@ def _example_of(annotation: Any) -> Any:
 
 
 def _library_keys() -> dict[str, Any]:
-    """``ftcl.*`` from the ``FTCL`` constructor and ``localization.*`` from ``LocalizationConfig``'s fields."""
-    from ftcl_plugin import FTCL
+    """``ftcl.*`` from the ``FTCL`` constructor (``ftcl.fsd_loss.*`` / ``ftcl.lcs_loss.*`` from the losses'), and
+    ``localization.*`` from ``LocalizationConfig``'s fields."""
+    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
     from ftcl_plugin.localization import LocalizationConfig
 
-    keys: dict[str, Any] = {"ftcl.enabled": True, "ftcl.warmup_steps": 0}
-    for parameter in list(inspect.signature(FTCL.__init__).parameters.values())[2:]:
-        example = parameter.default if parameter.default is not None else _example_of(parameter.annotation)
-        if example is not None and example is not inspect.Parameter.empty:
-            keys[f"ftcl.{parameter.name}"] = example
+    keys: dict[str, Any] = {"ftcl.enabled": True}
+    for prefix, callable_, skip in (("ftcl.", FTCL, 2), ("ftcl.fsd_loss.", FSDLoss, 2), ("ftcl.lcs_loss.", LCSLoss, 1)):
+        for parameter in list(inspect.signature(callable_.__init__).parameters.values())[skip:]:
+            example = parameter.default if parameter.default is not None else _example_of(parameter.annotation)
+            if example is not None and example is not inspect.Parameter.empty:
+                keys[f"{prefix}{parameter.name}"] = example
     for field in dataclasses.fields(LocalizationConfig):
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         example = default if default is not None else _example_of(field.type)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from torch import nn
 from .baseline import Baseline
 from .files import RunError
 
-__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "DataError", "RunResult", "make_contrastive", "prepare"]
+__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "DataError", "RunResult", "ftcl_from_config", "make_contrastive",
+           "prepare"]
 
 DISPLAY_NAMES = {"acmnet": "ACM-Net", "cola": "CoLA", "wtalc": "W-TALC", "stpn": "STPN"}
 BUILTIN_NAMES = {"thumos14": "thumos14-like", "activitynet": "activitynet-like"}
@@ -145,8 +146,56 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def ftcl_from_config(config: dict[str, Any], embedding_dim: int) -> nn.Module:
+    """The FTCL module of a config's ``[ftcl]`` table: ``FTCL(feature_dim=E, **table)``.
+
+    Every key except ``enabled`` goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``,
+    ``warmup_steps``, ``max_grad_ratio``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
+    ``FSDLoss(E, variant=..., **fsd_loss)`` and ``LCSLoss(variant=..., **lcs_loss)`` (e.g. the paper's exact
+    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``). TOML has
+    no null, so ``max_grad_ratio = 0`` stands for ``None`` (no cap).
+
+    Args:
+        config: the resolved config.
+        embedding_dim: ``E``.
+
+    Returns:
+        ``FTCL(feature_dim=E, ...)``.
+    """
+    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
+
+    options = {k: v for k, v in config.get("ftcl", {}).items() if k != "enabled"}
+    variant = options.get("variant", "paper")
+    if "fsd_loss" in options:
+        options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **_with_measure(options["fsd_loss"]))
+    if "lcs_loss" in options:
+        options["lcs_loss"] = LCSLoss(variant=variant, **_with_measure(options["lcs_loss"]))
+    if options.get("max_grad_ratio") == 0:
+        options["max_grad_ratio"] = None
+    return FTCL(feature_dim=embedding_dim, **options)
+
+
+def _with_measure(table: dict[str, Any]) -> dict[str, Any]:
+    """A loss's settings with ``similarity = "fsd" | "lcs" | "soft_dtw"`` turned into that measure.
+
+    The LCS measure keeps FTCL's liveness floor (``min_match_fraction``) so a measure swap changes only the
+    measure; the others take their defaults.
+    """
+    from ftcl_plugin import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity
+    from ftcl_plugin.facade import MIN_MATCH_FRACTION
+
+    measures = {"fsd": FSDSimilarity, "lcs": lambda: LCSSimilarity(min_match_fraction=MIN_MATCH_FRACTION),
+                "soft_dtw": SoftDTWSimilarity}
+    if "similarity" not in table:
+        return table
+    name = table["similarity"]
+    if name not in measures:
+        raise ValueError(f"`similarity` must be one of {', '.join(map(repr, measures))}, but got {name!r}.")
+    return table | {"similarity": measures[name]()}
+
+
 def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
-    """The FTCL module of the config's ``[ftcl]`` table (variant and weights; other keys go to ``FTCL``).
+    """The FTCL module of the run's config (:func:`ftcl_from_config`).
 
     Args:
         ctx: the run context.
@@ -155,10 +204,7 @@ def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
     Returns:
         ``FTCL(feature_dim=E, ...)``.
     """
-    from ftcl_plugin import FTCL
-
-    options = {k: v for k, v in ctx.config.get("ftcl", {}).items() if k not in ("enabled", "warmup_steps")}
-    return FTCL(feature_dim=embedding_dim, **options)
+    return ftcl_from_config(ctx.config, embedding_dim)
 
 
 @dataclass
@@ -173,6 +219,8 @@ class RunResult:
         steps: the number of optimizer steps taken.
         seconds: wall time of training and evaluation.
         label: the row name.
+        activity: FTCL's per-step values averaged over the run (``ftcl_grad_ratio``, ``lcs_active_fraction``, ...;
+            the activity fractions over the steps with positive pairs); empty without FTCL.
     """
 
     out: Path
@@ -182,3 +230,4 @@ class RunResult:
     steps: int
     seconds: float
     label: str = ""
+    activity: dict[str, float] = field(default_factory=dict)

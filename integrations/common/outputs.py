@@ -98,6 +98,7 @@ def write_outputs(ctx: Context, model: Baseline, result: RunResult, *, label: st
     write_json(out / "table.json",
                {"rows": [{"name": n, "summary": s} for n, s in named], "last": jsonable(result.last),
                 "best_on_test": result.best, "steps": result.steps, "seconds": result.seconds,
+                "ftcl_activity": result.activity,
                 "data": ctx.config["meta"]["data"], "seed": ctx.config["train"].get("seed", 0),
                 "machine": machine_description()})
     if plot:

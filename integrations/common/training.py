@@ -1,7 +1,7 @@
 """The training loop of one arm: data order, the FTCL step, DDP helpers, checkpoints and exact resumption.
 
-FTCL is added as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
-``loss = loss + ftcl(embedding, attention, labels)`` every step, scaled by a short linear warm-up. Under ``torchrun``
+FTCL is added exactly as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
+``loss = loss + model.ftcl(embedding, attention, labels)`` every step; its warm-up is FTCL's own. Under ``torchrun``
 gradients are averaged by all-reduce; FTCL pairs are mined per rank, or across ranks with ``ddp_gather``.
 """
 
@@ -23,25 +23,7 @@ from .outputs import evaluate, jsonable, write_csv, write_outputs
 from .report import ProgressBar
 from .rundir import claim
 
-__all__ = ["run_meta", "train", "warmup_factor"]
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up of the FTCL weight: ``(step + 1) / warmup_steps`` capped at 1 (0 steps = full weight).
-
-    Contrastive terms at full weight from the first step stalled training in the calibration runs
-    (``SYNTHETIC_NOTES.md``), hence the ramp.
-
-    Args:
-        step: the 0-based optimizer step of this run.
-        warmup_steps: the ramp length.
-
-    Returns:
-        The factor in ``(0, 1]``.
-    """
-    if warmup_steps <= 0:
-        return 1.0
-    return min(1.0, (step + 1) / warmup_steps)
+__all__ = ["ACTIVITY_KEYS", "BATCH_SAMPLERS", "batches_of", "ftcl_terms_row", "run_meta", "train"]
 
 
 #: The batch constructions ``data.sampler`` names: shuffled batches, one same-class pair per batch guaranteed
@@ -49,7 +31,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 BATCH_SAMPLERS = ("random", "class_pair", "similar_pairs")
 
 
-def _batches(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
+def batches_of(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
     """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
     cfg = ctx.config
     batch_size = int(cfg["optim"]["batch_size"])
@@ -154,9 +136,8 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None, resume: bool = False,
-          epochs: int | None = None, best_on_test: bool = False, plot: bool = True,
-          contrastive: Callable[[int], nn.Module] | None = None, label: str = "", overwrite: bool = False,
-          wait: bool = False) -> RunResult:
+          epochs: int | None = None, best_on_test: bool = False, plot: bool = True, label: str = "",
+          overwrite: bool = False, wait: bool = False) -> RunResult:
     """Train one arm, evaluate it and write its outputs under ``out``, which it owns while it runs.
 
     Rank 0 claims ``out`` first (``rundir.claim``): it holds the folder's lock, refuses a folder holding a
@@ -166,13 +147,12 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     Args:
         ctx: the run context.
         out: the output folder.
-        ftcl: add the contrastive loss.
+        ftcl: add FTCL, built from the config's ``[ftcl]`` table as the README's two lines do.
         init_from: a checkpoint to start from (fresh optimizer, step 0).
         resume: continue from ``out/checkpoints/last.pt``.
         epochs: epochs to train (default: ``train.epochs``).
         best_on_test: evaluate every epoch and also report the best epoch (labelled).
         plot: write ``plot.png``.
-        contrastive: factory ``E -> module`` replacing FTCL (ablations, soft-DTW); ``None`` = FTCL from config.
         label: the row name in the printed table.
         overwrite: delete a different run found in ``out`` instead of refusing.
         wait: wait for another process using ``out`` to end instead of refusing.
@@ -186,7 +166,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
     """
     epochs = int(epochs if epochs is not None else ctx.config["train"]["epochs"])
     options = dict(ftcl=ftcl, init_from=init_from, resume=resume, epochs=epochs, best_on_test=best_on_test,
-                   plot=plot, contrastive=contrastive, label=label)
+                   plot=plot, label=label)
     if ctx.rank != 0:
         return _train(ctx, out, **options)
     if init_from is not None:
@@ -203,14 +183,13 @@ def _build_model(ctx: Context) -> Baseline:
 
 
 def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resume: bool, epochs: int,
-           best_on_test: bool, plot: bool, contrastive: Callable[[int], nn.Module] | None, label: str) -> RunResult:
+           best_on_test: bool, plot: bool, label: str) -> RunResult:
     cfg = ctx.config
     train_cfg = cfg["train"]
     seed = int(train_cfg.get("seed", 0))
     epochs = int(epochs if epochs is not None else train_cfg["epochs"])
     cap = int(train_cfg.get("iterations", 0) or 0)
     eval_every = int(train_cfg.get("eval_every", 0) or 0)
-    warmup = int(cfg.get("ftcl", {}).get("warmup_steps", 0))
     scale = float(cfg["data"].get("input_scale", 1.0))
     main_rank = ctx.rank == 0
     if main_rank:
@@ -220,7 +199,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     model = _build_model(ctx)
     if ftcl:
         # The README's first line: the FTCL heads become part of the model before the optimizer is built.
-        model.ftcl = (contrastive or (lambda e: make_contrastive(ctx, e)))(model.embedding_dim)
+        model.ftcl = make_contrastive(ctx, model.embedding_dim)
     if init_from is not None:
         _load_weights(model, init_from)
     model.to(ctx.device)
@@ -236,6 +215,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     lr_at = _lr_schedule(optim_cfg, epochs)
 
     step, start_epoch, start_batch, history, best, partial = 0, 0, 0, [], None, {}
+    totals: dict[str, list[float]] = {}  # run-long (sum, count) of each FTCL activity value
     last_path = out / "checkpoints" / "last.pt"
     if resume:
         if not last_path.is_file():
@@ -244,9 +224,12 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         state = read_checkpoint(last_path, "--resume", require=RUN_CHECKPOINT_KEYS)
         try:
             model.load_state_dict(state["model"])
+            if "ftcl" in state and hasattr(model, "ftcl"):
+                # FTCL keeps its state out of the host's state_dict: projections, schedule, gradient-share
+                # estimates and the miner's generator.
+                model.ftcl.load_state_dict(state["ftcl"])
             optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"][ctx.rank] if ctx.world > 1 else state["rng"][0])
-            _set_generator_states(model, state.get("generators", {}))
         except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as error:
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"--resume: {last_path} does not match the model and optimizer built from "
@@ -256,11 +239,12 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         step, start_epoch, start_batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
         history, best = list(state["history"]), state.get("best") or None
         partial = dict(state.get("partial", {}))
+        totals = {key: list(value) for key, value in state.get("totals", {}).items()}
         if history and history[-1].get("partial"):
             history.pop()  # the partial epoch's row is rewritten when the epoch completes
 
     labels_all = ctx.train_split(0).labels
-    per_epoch = len(_batches(ctx, labels_all, 0))
+    per_epoch = len(batches_of(ctx, labels_all, 0))
     total = min(epochs * per_epoch, cap) if cap else epochs * per_epoch
     bar = ProgressBar(total, label or ctx.name, enabled=main_rank)
     bar.update(step)
@@ -269,12 +253,14 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     epoch = start_epoch
     while epoch < epochs and (not cap or step < cap):
         split = ctx.train_split(epoch)
-        batches = _batches(ctx, split.labels, epoch)
+        batches = batches_of(ctx, split.labels, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch)
         # Sums of a partly trained epoch survive a stop at the iteration cap, so a resumed epoch logs one row.
         sums: dict[str, float] = dict(partial.get("sums", {}))
         count, correct, seen = (int(partial.get(k, 0)) for k in ("count", "correct", "seen"))
+        # a value a step did not log (FTCL's activity on a batch without positive pairs) is left out of its mean
+        counts: dict[str, int] = dict(partial.get("counts", {key: count for key in sums}))
         stopped_at = None
         model.train()
         for index, batch_ids in enumerate(batches):
@@ -284,23 +270,27 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
                 stopped_at = index
                 break
             parts, hits = _step(ctx, model, optimizer, split, _shard(batch_ids, ctx.rank, ctx.world), step,
-                                ftcl=ftcl, warmup=warmup, scale=scale)
+                                ftcl=ftcl, scale=scale)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+                if key in ACTIVITY_KEYS:
+                    total = totals.setdefault(key, [0.0, 0])
+                    total[0], total[1] = total[0] + value, total[1] + 1
             count += 1
             correct += hits[0]
             seen += hits[1]
             step += 1
             bar.update(step, f"loss {parts['loss']:.3f}")
         row: dict[str, Any] = {"epoch": epoch + 1, "step": step}
-        row.update({key: value / max(count, 1) for key, value in sums.items()})
+        row.update({key: value / max(counts.get(key, count), 1) for key, value in sums.items()})
         row["train_accuracy"] = correct / max(seen, 1)
         if stopped_at is not None:
             # Stopped by the iteration cap inside an epoch: log the partial epoch (replaced if resumed) and keep
             # its sums so a resumed run continues the same row.
             row["partial"] = 1
             start_batch = stopped_at
-            partial = {"sums": sums, "count": count, "correct": correct, "seen": seen}
+            partial = {"sums": sums, "counts": counts, "count": count, "correct": correct, "seen": seen}
         else:
             start_batch, partial = 0, {}
         is_last = epoch + 1 == epochs or bool(cap and step >= cap)
@@ -316,7 +306,7 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
             epoch += 1
         rng = _rng_states(ctx)
         if main_rank:
-            _save(last_path, model, optimizer, rng, step, epoch, start_batch, history, best, partial)
+            _save(last_path, model, optimizer, rng, step, epoch, start_batch, history, best, partial, totals)
             write_csv(out / "metrics.csv", history)
         if ctx.world > 1:
             import torch.distributed as dist
@@ -329,14 +319,14 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         last_eval = evaluate(ctx, model)
     seconds = time.perf_counter() - started
     result = RunResult(out=out, last=last_eval or {}, best=best, history=history, steps=step, seconds=seconds,
-                       label=label)
+                       label=label, activity={key: total / number for key, (total, number) in totals.items()})
     if main_rank:
         write_outputs(ctx, model, result, label=label, plot=plot)
     return result
 
 
 def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split: Any, ids: list[int], step: int,
-          *, ftcl: bool, warmup: int, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
+          *, ftcl: bool, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
     from ftcl_plugin.data import collate_videos
 
     batch = collate_videos([split[i] for i in ids])
@@ -352,18 +342,8 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
         pair_labels, pair_lengths = labels, lengths
         if ctx.world > 1 and ctx.ddp_gather:
             embedding, attention, pair_labels, pair_lengths = _gather(ctx, embedding, attention, labels, lengths)
-        weight = warmup_factor(step, warmup)
-        if hasattr(model.ftcl, "forward_terms"):
-            terms = model.ftcl.forward_terms(embedding, attention, pair_labels, lengths=pair_lengths)
-            extra = terms.loss
-            logged.update({"fsd": float(terms.fsd.detach()), "lcs": float(terms.lcs.detach()),
-                           "positive_pairs": float(terms.num_positive_pairs),
-                           "negative_pairs": float(terms.num_negative_pairs)})
-        else:
-            extra = model.ftcl(embedding, attention, pair_labels, lengths=pair_lengths)
-        # The README's second line, with the warm-up factor.
-        loss = loss + weight * extra
-        logged.update({"ftcl_loss": float(extra.detach()), "ftcl_weight": weight})
+        # The README's second line, nothing more: the warm-up schedule is FTCL's own.
+        loss = loss + model.ftcl(embedding, attention, pair_labels, lengths=pair_lengths)
     logged["loss"] = float(loss.detach())
     optimizer.zero_grad(set_to_none=True)
     if torch.isfinite(loss):
@@ -375,10 +355,43 @@ def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split
     else:
         # As the reference implementations do: a non-finite loss skips the update (counted in the metrics).
         logged["skipped"] = 1.0
+    terms = getattr(getattr(model, "ftcl", None), "last_terms", None) if ftcl else None
+    if terms is not None:
+        # Read after the backward pass, which fills in FTCL's gradient share on the embedding.
+        row = ftcl_terms_row(terms)
+        skipped = [key for key, term in (("fsd_active_fraction", "fsd_weight"), ("lcs_active_fraction", "lcs_weight"),
+                                         ("lcs_threshold", "lcs_weight")) if getattr(model.ftcl, term, 1.0) == 0]
+        if not row.get("positive_pairs", 1):  # the activity of a batch without positive pairs means nothing
+            skipped += ["fsd_active_fraction", "lcs_active_fraction", "lcs_threshold"]
+        for key in skipped:  # nor does that of a term switched off by a zero weight
+            row.pop(key, None)
+        logged.update({key: value for key, value in row.items() if math.isfinite(value)})
     with torch.no_grad():
         top1 = output.video_scores.argmax(dim=1)
         hits = int(labels.gather(1, top1[:, None]).gt(0).sum())
     return logged, (hits, len(ids))
+
+
+#: The per-step FTCL values whose mean over a run is its activity record (``RunResult.activity``).
+ACTIVITY_KEYS = ("ftcl_loss", "fsd", "lcs", "ftcl_weight", "positive_pairs", "negative_pairs", "fsd_active_fraction",
+                 "lcs_active_fraction", "lcs_threshold", "ftcl_grad_ratio")
+
+
+def ftcl_terms_row(terms: Any) -> dict[str, float]:
+    """The metrics row of one step's ``FTCL.last_terms``: the terms, their activity and FTCL's gradient share.
+
+    Args:
+        terms: an ``FTCLTerms`` (or any object with its fields).
+
+    Returns:
+        Floats keyed ``ftcl_loss``, ``fsd``, ``lcs``, ``ftcl_weight``, ``positive_pairs``, ``negative_pairs``,
+        ``fsd_active_fraction``, ``lcs_active_fraction``, ``lcs_threshold``, ``ftcl_grad_ratio``.
+    """
+    names = {"loss": "ftcl_loss", "fsd": "fsd", "lcs": "lcs", "weight": "ftcl_weight",
+             "num_positive_pairs": "positive_pairs", "num_negative_pairs": "negative_pairs",
+             "fsd_active_fraction": "fsd_active_fraction", "lcs_active_fraction": "lcs_active_fraction",
+             "lcs_threshold": "lcs_threshold", "grad_ratio": "ftcl_grad_ratio"}
+    return {key: float(getattr(terms, field)) for field, key in names.items() if hasattr(terms, field)}
 
 
 def run_meta(ftcl: bool, init_from: Path | None, epochs: int, label: str, best_on_test: bool = False
@@ -400,28 +413,13 @@ def _rng_states(ctx: Context) -> list[Tensor]:
 
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: list[Tensor], step: int, epoch: int,
-          batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any]) -> None:
+          batch: int, history: list[dict[str, Any]], best: dict[str, Any] | None, partial: dict[str, Any],
+          totals: dict[str, list[float]]) -> None:
     """Write the run checkpoint atomically; one entry per piece of state (a new piece is one more key)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-             "generators": _generator_states(model), "step": step,
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [], "step": step,
              "epoch": epoch, "batch": batch, "history": history, "best": best or {},
-             "partial": partial}
+             "partial": partial, "totals": totals}
+    if hasattr(model, "ftcl"):
+        state["ftcl"] = model.ftcl.state_dict()
     save_checkpoint(path, state)
-
-
-def _generator_states(model: nn.Module) -> dict[str, Tensor]:
-    """States of every ``torch.Generator`` held by a submodule (e.g. FTCL's pair miner), for exact resumption."""
-    states = {}
-    for prefix, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if isinstance(value, torch.Generator):
-                states[f"{prefix}:{attr}"] = value.get_state()
-    return states
-
-
-def _set_generator_states(model: nn.Module, states: dict[str, Tensor]) -> None:
-    modules = dict(model.named_modules())
-    for key, state in states.items():
-        prefix, attr = key.rsplit(":", 1)
-        getattr(modules[prefix], attr).set_state(state)

@@ -129,15 +129,9 @@ def _resolve(name: str, args: argparse.Namespace, parser: argparse.ArgumentParse
 def _make_ftcl(config: dict[str, Any], feature_dim: int, device: torch.device) -> nn.Module | None:
     if not config.get("ftcl", {}).get("enabled", True):
         return None
-    from ftcl_plugin import FTCL
+    from .context import ftcl_from_config
 
-    options = {k: v for k, v in config.get("ftcl", {}).items() if k not in ("enabled", "warmup_steps")}
-    return FTCL(feature_dim=feature_dim, **options).to(device)
-
-
-def _warmup(config: dict[str, Any]) -> int:
-    # The clean-room runner ramps the FTCL weight over ftcl.warmup_steps; the upstream mode does the same.
-    return int(config.get("ftcl", {}).get("warmup_steps", 0) or 0)
+    return ftcl_from_config(config, feature_dim).to(device)
 
 
 def _data_root(name: str, args: argparse.Namespace, config: dict[str, Any], parser: argparse.ArgumentParser) -> Path:
@@ -321,7 +315,6 @@ def _drive_acmnet(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Pa
     criterion = pieces.ACMLoss(lamb1=up_args.loss_lamb_1, lamb2=up_args.loss_lamb_2, lamb3=up_args.loss_lamb_3)
     ftcl = _make_ftcl(config, up_args.feature_dim, ctx.device)
     attachment = patch.attach(model, optimizer, criterion, ftcl)
-    attachment.warmup_steps = _warmup(config)
     train_set = pieces.build_dataset(up_args, phase="train", sample="random")
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))
@@ -422,7 +415,6 @@ def _drive_cola(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
     criterion = pieces.TotalLoss()
     ftcl = _make_ftcl(config, patch.embedding_dim(net), ctx.device)
     attachment = patch.attach(net, optimizer, criterion, ftcl)
-    attachment.warmup_steps = _warmup(config)
     train_set = pieces.NpyFeature(data_path=cfg.DATA_PATH, mode="train", modal=cfg.MODAL, feature_fps=cfg.FEATS_FPS,
                                   num_segments=cfg.NUM_SEGMENTS, supervision="weak", class_dict=cfg.CLASS_DICT,
                                   seed=cfg.SEED, sampling="random")
@@ -516,7 +508,6 @@ def _drive_wtalc(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Pat
     optimizer = torch.optim.Adam(model.parameters(), lr=up_args.lr, weight_decay=0.0005)  # as main.py
     ftcl = _make_ftcl(config, int(dataset.feature_size), ctx.device)
     attachment = patch.attach(model, optimizer, pieces.train_module, ftcl, casl_weight=1.0 - up_args.Lambda)
-    attachment.warmup_steps = _warmup(config)
     per_epoch = max(1, math.ceil(len(dataset.trainidx) / batch_size))
     epochs = int(config["train"].get("epochs", 1))
     cap = int(config["train"].get("iterations", 0) or 0)
@@ -608,7 +599,6 @@ def _drive_stpn(up: Any, patch: Any, ctx: Any, config: dict[str, Any], out: Path
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # adjust_learning_rate sets it every epoch anyway
     ftcl = _make_ftcl(config, int(model.fc1.out_features), ctx.device)
     attachment = patch.attach(model, optimizer, criterion, ftcl)
-    attachment.warmup_steps = _warmup(config)
     epochs = int(config["train"].get("epochs", 1))
     cap = int(config["train"].get("iterations", 0) or 0)
     history: list[dict[str, Any]] = []
