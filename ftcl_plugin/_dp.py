@@ -21,11 +21,16 @@ complete once diagonals d+1 and d+2 have pushed into it, so only three diagonals
 (rolling buffers); each is pushed to its three predecessors with the branch weights recomputed from the
 saved table (softmax weights for gamma > 0, the argmax branch for gamma = 0). ``dS/d mu = E`` and the
 gap gradients are E times the insert / delete weights. First-order gradients only.
+
+No host reads: neither forward nor backward reads a tensor value on the host (no ``.item()``, ``.tolist()``
+or data-dependent Python branch), with or without lengths, so on a GPU they never synchronise. Lengths are
+clamped into [0, M] / [0, N] on the device, so a bad length that no check caught cannot index out of bounds.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor
@@ -34,6 +39,7 @@ from torch.autograd.function import once_differentiable
 _ACC = torch.float64
 # inputs with at most this many elements are copied into the DP layout as float64 (<= 8 MB per input)
 _WIDEN_LIMIT = 2**20
+_LN2 = math.log(2.0)
 
 
 class _Grid:
@@ -92,10 +98,14 @@ class _Grid:
         return table.index_select(1, self.columns).view(table.shape[0], self.m, self.n)
 
     def corner(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(P,) row and column indices of each pair's result cell ``(La, Lb)``."""
+        """(P,) row and column indices of each pair's result cell ``(La, Lb)``, clamped into the table.
+
+        The public entry points refuse lengths outside [1, M] whenever they read values (always on CPU); on
+        other devices without ``validate_args`` the clamp keeps a bad length from indexing out of bounds.
+        """
         rows = lengths_a if lengths_a is not None else torch.full((p,), self.m, device=self.device)
         cols = lengths_b if lengths_b is not None else torch.full((p,), self.n, device=self.device)
-        return rows.to(torch.int64), cols.to(torch.int64)
+        return rows.to(torch.int64).clamp(0, self.m), cols.to(torch.int64).clamp(0, self.n)
 
     def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
         """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
@@ -115,24 +125,6 @@ class _Grid:
             mask &= col_of.view(1, -1) <= lengths_b.view(p, 1)
         return mask
 
-    def seeds(self, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> dict[int, tuple[Tensor, ...]]:
-        """Where the backward injects the output gradient: diagonal -> (pairs, positions, values).
-
-        Unpadded, every pair starts at diagonal M + N. Padded pairs start on different diagonals, which
-        needs their values on the host: one device sync, in the backward only.
-        """
-        pairs = torch.arange(grad.shape[0], device=grad.device)
-        values = grad.to(_ACC)
-        if not padded:
-            return {self.m + self.n: (pairs, self.local(rows, cols), values)}
-        found = {}
-        diagonals = rows + cols
-        live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0
-        for d in sorted(set((diagonals[live]).tolist())):
-            chosen = live & (diagonals == d)
-            found[d] = (pairs[chosen], self.local(rows[chosen], cols[chosen]), values[chosen])
-        return found
-
 
 @functools.lru_cache(maxsize=32)
 def _grid(m: int, n: int, device: torch.device) -> _Grid:
@@ -147,18 +139,37 @@ def _read_corner(table: Tensor, grid: _Grid, rows: Tensor, cols: Tensor, scale: 
 
 
 class _Adjoint:
-    """Three rolling (P, width) float64 diagonals of the adjoint E: the current one and its two predecessors."""
+    """Three rolling (P, width) float64 diagonals of the adjoint E: the current one and its two predecessors.
 
-    def __init__(self, grid: _Grid, p: int, seeds: dict[int, tuple[Tensor, ...]], device: torch.device) -> None:
+    The output gradient of pair p enters E at its result cell ``(rows[p], cols[p])``. Unpadded, every pair's
+    result lies on the last diagonal. Padded pairs end on different diagonals, and reading which ones on the
+    host would synchronise the device: instead every diagonal adds a (P,) row of seeds that is zero except for
+    the pairs ending there (one small ``index_add_`` per step, no host read).
+    """
+
+    def __init__(self, grid: _Grid, p: int, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool,
+                 device: torch.device) -> None:
         self.buffers = [torch.zeros(p, grid.width, dtype=_ACC, device=device) for _ in range(3)]
-        self.seeds = seeds
+        # each pair's result cell as a flat index into a (P, width) buffer
+        self.flat = torch.arange(p, device=device) * grid.width + grid.local(rows, cols)
+        self.values = grad.to(_ACC)
+        self.last = grid.m + grid.n
+        self.per_step: tuple[Tensor, ...] | None = None
+        if padded and grid.steps:
+            live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0: no gradient
+            seeds = torch.zeros(len(grid.steps), p, dtype=_ACC, device=device)
+            # step k handles diagonal k + 2; each pair writes its own column, so no two writes collide
+            seeds[(rows + cols - 2).clamp(min=0), torch.arange(p, device=device)] = torch.where(
+                live, self.values, torch.zeros_like(self.values))
+            self.per_step = seeds.unbind(0)
 
     def enter(self, d: int) -> tuple[Tensor, Tensor, Tensor]:
         """(E_d, E_{d-1}, E_{d-2}) with the output gradient injected where a pair's result lies on d."""
         current = self.buffers[0]
-        if d in self.seeds:
-            pairs, positions, values = self.seeds[d]
-            current.index_put_((pairs, positions), values, accumulate=True)
+        if self.per_step is not None:
+            current.view(-1).index_add_(0, self.flat, self.per_step[d - 2])
+        elif d == self.last:
+            current.view(-1).index_add_(0, self.flat, self.values)
         return current, self.buffers[1], self.buffers[2]
 
     def leave(self) -> None:
@@ -200,7 +211,7 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
     p, device = table.shape[0], table.device
     inv = 1.0 / gamma if gamma > 0 else 1.0
     padded = lengths_a is not None or lengths_b is not None
-    adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, padded), device)
+    adjoint = _Adjoint(grid, p, grad, rows, cols, padded, device)
     valid = grid.valid(p, lengths_a, lengths_b)
     grad_mu, grad_g, grad_h = (torch.empty(p, grid.cells, dtype=dtype, device=device) if need else None
                                for need in needs)
@@ -211,9 +222,10 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
         insert_option = torch.add(table.narrow(1, up, count), g.narrow(1, start, count), alpha=inv)
         delete_option = torch.add(table.narrow(1, left, count), h.narrow(1, start, count), alpha=inv)
         if gamma > 0:
-            # softmax weights exp(a_k - logsumexp(a)); logsumexp(a) = S(i, j) / gamma - mu(i, j) / gamma
-            best = torch.add(table.narrow(1, start, count), mu.narrow(1, start, count), alpha=-inv)
-            flow = torch.stack((match_option, insert_option, delete_option)).sub_(best).exp_().mul_(e)
+            # softmax weights of the three options, from the options themselves: as fast as
+            # exp(a_k - (S - mu) / gamma), which is NaN where mu = -inf makes S = -inf and loses digits to
+            # cancellation when S / gamma is large
+            flow = torch.softmax(torch.stack((match_option, insert_option, delete_option)), 0).mul_(e)
             if valid is not None:
                 # padded cells carry zero adjoint, but 0 * exp(nan) would leak NaN/inf padding in
                 flow.masked_fill_(~valid.narrow(1, start, count), 0.0)
@@ -312,17 +324,37 @@ def _lcs_inputs(grid: _Grid, similarity: Tensor, threshold: float, strict: bool)
     return (c.to(_ACC) if similarity.numel() <= _WIDEN_LIMIT else c), hits
 
 
+def _log_mean_exp(a: Tensor, b: Tensor) -> Tensor:
+    """``log((exp(a) + exp(b)) / 2)``: between the mean and the max of a and b, equal to both on a tie."""
+    return torch.logaddexp(a, b).sub_(_LN2)
+
+
 def lcs_forward(grid: _Grid, c: Tensor, hits: Tensor, gamma: float) -> Tensor:
-    """(P, cells) float64 table of R / gamma (of R for gamma = 0) from the skewed similarity and matches."""
+    """(P, cells) float64 table of R / gamma (of R for gamma = 0) from the skewed similarity and matches.
+
+    For gamma > 0 an unmatched cell takes the log-mean-exp of up and left, not their logsumexp, which would
+    add up to gamma * ln 2 at every unmatched cell and give a pair without any match a length of about
+    gamma * ln(#paths).
+    """
     p = c.shape[0]
     inv = 1.0 / gamma if gamma > 0 else 1.0
     table = torch.zeros(p, grid.cells, dtype=_ACC, device=c.device)
-    smooth_max = torch.logaddexp if gamma > 0 else torch.maximum
+    smooth_max = _log_mean_exp if gamma > 0 else torch.maximum
     for _, count, start, up, left, diag, *_ in grid.steps:
         rest = smooth_max(table.narrow(1, up, count), table.narrow(1, left, count))
         matched = torch.add(table.narrow(1, diag, count), c.narrow(1, start, count), alpha=inv)
         torch.where(hits.narrow(1, start, count), matched, rest, out=table.narrow(1, start, count))
     return table
+
+
+def _has_nan(similarity: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> Tensor:
+    """(P,) bool: whether the pair's true block ``[:rows[p], :cols[p]]`` holds a NaN (no host read)."""
+    nan = torch.isnan(similarity)
+    if padded:
+        p, m, n = similarity.shape
+        nan &= (torch.arange(m, device=similarity.device)[None, :] < rows[:, None])[:, :, None]
+        nan &= (torch.arange(n, device=similarity.device)[None, :] < cols[:, None])[:, None, :]
+    return nan.flatten(1).any(1)
 
 
 class _LCS(torch.autograd.Function):
@@ -337,7 +369,10 @@ class _LCS(torch.autograd.Function):
         ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, similarity.dtype
         ctx.padded = lengths_a is not None or lengths_b is not None
         ctx.save_for_backward(table, hits, rows, cols, lengths_a, lengths_b)
-        return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
+        value = _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
+        # NaN fails every threshold test, so the recursion alone would score a NaN cell as "no match" and
+        # return a finite length: a NaN anywhere in a pair's block makes that pair's length NaN instead
+        return value.masked_fill_(_has_nan(similarity, rows, cols, ctx.padded), math.nan)
 
     @staticmethod
     @once_differentiable
@@ -345,7 +380,7 @@ class _LCS(torch.autograd.Function):
         table, hits, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
         grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
         p, device = table.shape[0], table.device
-        adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
+        adjoint = _Adjoint(grid, p, grad, rows, cols, ctx.padded, device)
         valid = grid.valid(p, lengths_a, lengths_b)
         grad_c = torch.empty(p, grid.cells, dtype=dtype, device=device)
         for d, count, start, up, left, _diag, here, up_at, left_at, diag_at in reversed(grid.steps):
@@ -356,6 +391,7 @@ class _LCS(torch.autograd.Function):
             rest = e - matched
             up_value, left_value = table.narrow(1, up, count), table.narrow(1, left, count)
             if gamma > 0:
+                # d logmeanexp(u, l) / du = exp(u) / (exp(u) + exp(l)) = sigmoid(u - l)
                 to_up = torch.sigmoid(up_value - left_value).mul_(rest)
                 if valid is not None:
                     # 0 * sigmoid(nan) would leak NaN from inf padding into the true block
