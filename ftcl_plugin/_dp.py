@@ -349,12 +349,16 @@ def lcs_forward(grid: _Grid, c: Tensor, hits: Tensor, gamma: float) -> Tensor:
 
 def _has_nan(similarity: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> Tensor:
     """(P,) bool: whether the pair's true block ``[:rows[p], :cols[p]]`` holds a NaN (no host read)."""
+    p, m, n = similarity.shape
+    if m == 0 or n == 0:
+        return torch.zeros(p, dtype=torch.bool, device=similarity.device)
+    if not padded:
+        # max propagates NaN (and only NaN turns it NaN): a third of the cost of isnan(...).any()
+        return torch.isnan(similarity.amax(dim=(1, 2)))
+    # padding may hold NaN that must not count: mask the columns, reduce the rows, then mask the rows
     nan = torch.isnan(similarity)
-    if padded:
-        p, m, n = similarity.shape
-        nan &= (torch.arange(m, device=similarity.device)[None, :] < rows[:, None])[:, :, None]
-        nan &= (torch.arange(n, device=similarity.device)[None, :] < cols[:, None])[:, None, :]
-    return nan.flatten(1).any(1)
+    nan &= (torch.arange(n, device=similarity.device)[None, :] < cols[:, None])[:, None, :]
+    return (nan.any(2) & (torch.arange(m, device=similarity.device)[None, :] < rows[:, None])).any(1)
 
 
 class _LCS(torch.autograd.Function):
