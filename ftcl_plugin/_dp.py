@@ -40,6 +40,8 @@ _ACC = torch.float64
 # inputs with at most this many elements are copied into the DP layout as float64 (<= 8 MB per input)
 _WIDEN_LIMIT = 2**20
 _LN2 = math.log(2.0)
+# padded backward: below this many elements the seeds of every diagonal are laid out densely (<= 8 MB)
+_DENSE_SEEDS_LIMIT = 2**20
 
 
 class _Grid:
@@ -107,10 +109,9 @@ class _Grid:
         cols = lengths_b if lengths_b is not None else torch.full((p,), self.n, device=self.device)
         return rows.to(torch.int64).clamp(0, self.m), cols.to(torch.int64).clamp(0, self.n)
 
-    def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
-        """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
-        if lengths_a is None and lengths_b is None:
-            return None
+    @functools.cached_property
+    def row_col(self) -> tuple[Tensor, Tensor]:
+        """(cells,) int32 row and column of every column of the layout, built once per size for the masks."""
         rows = torch.arange(self.m + 1, device=self.device).repeat_interleave(self.n + 1)
         cols = torch.arange(self.n + 1, device=self.device).repeat(self.m + 1)
         order = self.position(rows, cols)
@@ -118,11 +119,18 @@ class _Grid:
         col_of = torch.empty_like(cols)
         row_of[order] = rows
         col_of[order] = cols
-        mask = torch.ones(p, self.cells, dtype=torch.bool, device=self.device)
+        return row_of.to(torch.int32), col_of.to(torch.int32)
+
+    def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
+        """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
+        if lengths_a is None and lengths_b is None:
+            return None
+        row_of, col_of = self.row_col
+        if lengths_b is None:
+            return row_of.view(1, -1) <= lengths_a.view(p, 1)
+        mask = col_of.view(1, -1) <= lengths_b.view(p, 1)
         if lengths_a is not None:
             mask &= row_of.view(1, -1) <= lengths_a.view(p, 1)
-        if lengths_b is not None:
-            mask &= col_of.view(1, -1) <= lengths_b.view(p, 1)
         return mask
 
 
@@ -143,39 +151,58 @@ class _Adjoint:
 
     The output gradient of pair p enters E at its result cell ``(rows[p], cols[p])``. Unpadded, every pair's
     result lies on the last diagonal. Padded pairs end on different diagonals, and reading which ones on the
-    host would synchronise the device: instead every diagonal adds a (P,) row of seeds that is zero except for
-    the pairs ending there (one small ``index_add_`` per step, no host read).
+    host would synchronise the device, so every diagonal receives a row of seeds that is zero except for the
+    pairs ending there: for small problems a dense (steps, P, width) block that each recycled buffer is reset
+    to instead of zero (no extra op per step), otherwise one ``index_add_`` of a (P,) row per step.
     """
 
     def __init__(self, grid: _Grid, p: int, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool,
                  device: torch.device) -> None:
-        self.buffers = [torch.zeros(p, grid.width, dtype=_ACC, device=device) for _ in range(3)]
-        # each pair's result cell as a flat index into a (P, width) buffer
-        self.flat = torch.arange(p, device=device) * grid.width + grid.local(rows, cols)
-        self.values = grad.to(_ACC)
-        self.last = grid.m + grid.n
+        values = grad.to(_ACC)
+        # each pair's result cell as its position within its diagonal and as a flat index into a buffer
+        local = grid.local(rows, cols)
+        self.flat = torch.arange(p, device=device) * grid.width + local
+        self.values, self.last = values, grid.m + grid.n
         self.per_step: tuple[Tensor, ...] | None = None
-        if padded and grid.steps:
+        self.dense: Tensor | None = None
+        steps = len(grid.steps)
+        if padded and steps:
             live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0: no gradient
-            seeds = torch.zeros(len(grid.steps), p, dtype=_ACC, device=device)
-            # step k handles diagonal k + 2; each pair writes its own column, so no two writes collide
-            seeds[(rows + cols - 2).clamp(min=0), torch.arange(p, device=device)] = torch.where(
-                live, self.values, torch.zeros_like(self.values))
-            self.per_step = seeds.unbind(0)
+            # step k handles diagonal k + 2; each pair writes its own slot, so no two writes collide
+            step = (rows + cols - 2).clamp(min=0)
+            values = torch.where(live, values, torch.zeros_like(values))
+            pairs = torch.arange(p, device=device)
+            if steps * p * grid.width <= _DENSE_SEEDS_LIMIT:
+                self.dense = torch.zeros(steps, p, grid.width, dtype=_ACC, device=device)
+                self.dense[step, pairs, local] = values
+            else:
+                seeds = torch.zeros(steps, p, dtype=_ACC, device=device)
+                seeds[step, pairs] = values
+                self.per_step = seeds.unbind(0)
+        # buffers[k] holds diagonal d - k while diagonal d is processed, starting from d = M + N
+        self.buffers = [self._start(self.last - k, p, grid.width, device) for k in range(3)]
+
+    def _start(self, d: int, p: int, width: int, device: torch.device) -> Tensor:
+        if self.dense is not None and d >= 2:
+            return self.dense[d - 2].clone()
+        return torch.zeros(p, width, dtype=_ACC, device=device)
 
     def enter(self, d: int) -> tuple[Tensor, Tensor, Tensor]:
         """(E_d, E_{d-1}, E_{d-2}) with the output gradient injected where a pair's result lies on d."""
         current = self.buffers[0]
         if self.per_step is not None:
             current.view(-1).index_add_(0, self.flat, self.per_step[d - 2])
-        elif d == self.last:
+        elif self.dense is None and d == self.last:
             current.view(-1).index_add_(0, self.flat, self.values)
         return current, self.buffers[1], self.buffers[2]
 
-    def leave(self) -> None:
+    def leave(self, d: int) -> None:
         """Step to diagonal d - 1: E_d is final (already written out), its buffer is recycled for d - 3."""
         done = self.buffers[0]
-        done.zero_()
+        if self.dense is not None and d - 3 >= 2:
+            done.copy_(self.dense[d - 5])
+        else:
+            done.zero_()
         self.buffers = [self.buffers[1], self.buffers[2], done]
 
 
@@ -249,7 +276,7 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
                 grad_g.narrow(1, start, count).copy_(to_insert)
         if grad_h is not None:
             grad_h.narrow(1, start, count).copy_(to_delete)
-        adjoint.leave()
+        adjoint.leave(d)
     # unskew one gradient at a time, dropping each skewed buffer as soon as it is copied out
     pending = [grad_mu, grad_g, grad_h]
     del grad_mu, grad_g, grad_h
@@ -407,7 +434,7 @@ class _LCS(torch.autograd.Function):
             before.narrow(1, diag_at, count).add_(matched)
             previous.narrow(1, up_at, count).add_(to_up)
             previous.narrow(1, left_at, count).add_(rest.sub_(to_up))
-            adjoint.leave()
+            adjoint.leave(d)
         return grid.unskew(grad_c), None, None, None, None, None
 
 

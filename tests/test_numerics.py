@@ -258,12 +258,44 @@ def test_cosine_of_a_nan_snippet_is_nan_in_its_row_only():
 
 
 # ------------------------------------------------------------------------------------------------
+# padded backward without host reads: each pair's gradient enters at its own diagonal
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["dense", "per_step"])
+def seeding(request, monkeypatch):
+    """Both ways the padded backward seeds the output gradient (small problems use the dense block)."""
+    if request.param == "per_step":
+        monkeypatch.setattr(_dp, "_DENSE_SEEDS_LIMIT", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1])
+def test_padded_gradients_equal_the_unpadded_crops(gamma, seeding, generator):
+    lengths_a, lengths_b = torch.tensor([6, 3, 1, 4, 2, 6]), torch.tensor([5, 5, 2, 1, 4, 3])
+    mu, g = (_rand(6, 6, 5, generator=generator).requires_grad_() for _ in range(2))
+    c = _rand(6, 6, 5, generator=generator, low=0.0, high=1.0).requires_grad_()
+    weights = torch.linspace(0.5, 1.5, 6, dtype=F64)
+    fsd = fsd_similarity(mu, g, gamma=gamma, lengths_a=lengths_a, lengths_b=lengths_b)
+    lcs = lcs_length(c, threshold=0.6, gamma=gamma, lengths_a=lengths_a, lengths_b=lengths_b)
+    grad_mu, grad_g, grad_c = torch.autograd.grad(((fsd + lcs) * weights).sum(), [mu, g, c])
+    for p in range(6):
+        rows, cols = int(lengths_a[p]), int(lengths_b[p])
+        crops = [x[p:p + 1, :rows, :cols].detach().requires_grad_() for x in (mu, g, c)]
+        alone = fsd_similarity(crops[0], crops[1], gamma=gamma) + lcs_length(crops[2], threshold=0.6, gamma=gamma)
+        expected = torch.autograd.grad(alone.sum() * weights[p], crops)
+        for got, want in zip((grad_mu, grad_g, grad_c), expected):
+            torch.testing.assert_close(got[p, :rows, :cols], want[0], rtol=1e-12, atol=1e-12)
+            assert (got[p, rows:] == 0).all() and (got[p, :, cols:] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
 # no host reads: the "meta" device has shapes but no values, so any read of a value raises there
 # ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_kernels_and_selectors_never_read_a_value_on_the_host(padded):
+def test_kernels_and_selectors_never_read_a_value_on_the_host(padded, seeding):
     # before: with lengths, the backward read them with .tolist() (a device sync per call on a GPU)
     meta = {"device": "meta"}
     match, insert = (torch.empty(6, 5, 4, **meta).requires_grad_() for _ in range(2))
