@@ -170,10 +170,10 @@ def _finite_rows(value: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(value.amax(dim=-1)) & torch.isfinite(value.amin(dim=-1))
 
 
-def _raise_not_finite(value: torch.Tensor, name: str, where: tuple[int, ...], what: str) -> None:
+def _raise_not_finite(value: torch.Tensor, name: str, where: tuple[int, ...]) -> None:
     row = value[where]
     bad = ~torch.isfinite(row)
-    raise ValueError(f"`{name}` must be finite{what}, but holds {row[bad][0].item()} at index "
+    raise ValueError(f"`{name}` must be finite, but holds {row[bad][0].item()} at index "
                      f"{where + (int(bad.nonzero()[0]),)}.")
 
 
@@ -192,7 +192,7 @@ def check_finite(value: torch.Tensor, name: str, valid: torch.Tensor | None = No
         bad = ~_finite_rows(value) & valid
         if not bool(bad.any()):
             return
-    _raise_not_finite(value, name, tuple(int(i) for i in bad.nonzero()[0]), "")
+    _raise_not_finite(value, name, tuple(int(i) for i in bad.nonzero()[0]))
 
 
 def check_multi_hot(labels: torch.Tensor, name: str = "labels") -> None:
