@@ -3,8 +3,11 @@
 Three implementations of the same recursions, all on P = 16 pairs of float32 (P, M, M) inputs:
 
 * ``ours``: ``ftcl_plugin.functional`` (anti-diagonal wavefront, analytic backward, float64 table).
+* ``ours+lengths``: the same call with ``lengths_a`` / ``lengths_b`` given (all equal to M, so the work is the
+  same): the cost of the padded path, which the selectors' output takes.
 * ``autograd``: the same wavefront differentiated by plain autograd (``ftcl_plugin._reference``).
-* ``release``: a loop written to mirror the authors' release as ``FTCL_NOTES.md`` describes it: per pair,
+* ``release``: a loop written to mirror the authors' release (MengyuanChen21/CVPR2022-FTCL, commit cf607d6,
+  ``utils/ftcl_criterion.py`` and ``utils/net_utils.py``), re-implemented from its description: per pair,
   per cell, through autograd, float32; FSD rebuilds the whole (L+1)^2 table for every cell
   (``assign2Tensor``), LCS writes ``C[i, j] = ...`` in place into a table that requires grad, with a
   Python ``if`` on the threshold test and Python ``max`` (one device sync per cell on a GPU). Run only
@@ -53,10 +56,11 @@ GAMMA = 0.1        # FSD smoothing (the paper's gamma = 10)
 THRESHOLD = 0.92   # LCS threshold (the paper's tau)
 # the release-style loop is O(L^4): measured feasible sizes only (FSD 30x30 would take minutes per run)
 RELEASE_SIZES = {"fsd": (5,), "lcs": (5, 30)}
+IMPLS = ("ours", "ours+lengths", "autograd", "release")
 
 
 # ------------------------------------------------------------------------------------------------
-# the release-style loops (written from FTCL_NOTES.md, "What the release costs" and Part C)
+# the release-style loops (written from a description of the authors' release, not from its code)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -115,12 +119,21 @@ def _inputs(kernel: str, size: int, device: torch.device) -> list[torch.Tensor]:
     return [t.to(device).requires_grad_(True) for t in tensors]
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """(P,) lengths equal to the padded size: the padded code path with the unpadded amount of work."""
+    return torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+
+
 def _function(kernel: str, impl: str):
     if kernel == "fsd":
         return {"ours": lambda m, g: functional.fsd_similarity(m, g, gamma=GAMMA),
+                "ours+lengths": lambda m, g: functional.fsd_similarity(m, g, gamma=GAMMA, lengths_a=_full(m),
+                                                                       lengths_b=_full(m)),
                 "autograd": lambda m, g: _reference.fsd_wavefront_autograd(m, g, gamma=GAMMA),
                 "release": release_fsd}[impl]
     return {"ours": lambda c: functional.lcs_length(c, threshold=THRESHOLD, strict=True),
+            "ours+lengths": lambda c: functional.lcs_length(c, threshold=THRESHOLD, strict=True,
+                                                            lengths_a=_full(c), lengths_b=_full(c)),
             "autograd": lambda c: _reference.lcs_wavefront_autograd(c, THRESHOLD, strict=True),
             "release": release_lcs}[impl]
 
@@ -227,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str, int], dict | None] = {}
     for kernel in ("fsd", "lcs"):
         for size in args.sizes:
-            for impl in ("ours", "autograd", "release"):
+            for impl in IMPLS:
                 if impl == "release" and size not in RELEASE_SIZES[kernel]:
                     continue
                 results[kernel, impl, size] = _spawn(kernel, impl, size, args.device, args.timeout)
@@ -240,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"P = {PAIRS} pairs, M = N, float32 inputs, forward + backward; torch {torch.__version__}, "
           f"device {args.device}, {os.cpu_count()} CPUs ({cpu_name}), {torch.get_num_threads()} torch threads; "
           f"load average before/after: {load_before} / {_load()}. Times: median wall ms (CPU ms).\n")
-    print("| kernel | M=N | ours ms | ours bwd ms | ours peak MB | autograd ms | autograd bwd ms | autograd peak MB "
+    print("| kernel | M=N | ours ms | ours bwd ms | ours peak MB | ours+lengths ms | ours+lengths bwd ms "
+          "| ours+lengths peak MB | autograd ms | autograd bwd ms | autograd peak MB "
           "| release ms | release peak MB | autograd/ours | bwd autograd/ours | release/ours |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 16 + "|")
     for kernel in ("fsd", "lcs"):
         for size in args.sizes:
             cells = [kernel.upper(), str(size)]
-            for impl in ("ours", "autograd", "release"):
+            for impl in IMPLS:
                 wall, cpu = get(kernel, impl, size, "wall"), get(kernel, impl, size, "cpu")
                 cells.append("n/a" if wall is None else f"{_ms(wall)} ({_ms(cpu)})")
                 if impl != "release":

@@ -21,11 +21,16 @@ complete once diagonals d+1 and d+2 have pushed into it, so only three diagonals
 (rolling buffers); each is pushed to its three predecessors with the branch weights recomputed from the
 saved table (softmax weights for gamma > 0, the argmax branch for gamma = 0). ``dS/d mu = E`` and the
 gap gradients are E times the insert / delete weights. First-order gradients only.
+
+No host reads: neither forward nor backward reads a tensor value on the host (no ``.item()``, ``.tolist()``
+or data-dependent Python branch), with or without lengths, so on a GPU they never synchronise. Lengths are
+clamped into [0, M] / [0, N] on the device, so a bad length that no check caught cannot index out of bounds.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor
@@ -34,6 +39,9 @@ from torch.autograd.function import once_differentiable
 _ACC = torch.float64
 # inputs with at most this many elements are copied into the DP layout as float64 (<= 8 MB per input)
 _WIDEN_LIMIT = 2**20
+_LN2 = math.log(2.0)
+# padded backward: below this many elements the seeds of every diagonal are laid out densely (<= 8 MB)
+_DENSE_SEEDS_LIMIT = 2**20
 
 
 class _Grid:
@@ -92,15 +100,18 @@ class _Grid:
         return table.index_select(1, self.columns).view(table.shape[0], self.m, self.n)
 
     def corner(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(P,) row and column indices of each pair's result cell ``(La, Lb)``."""
+        """(P,) row and column indices of each pair's result cell ``(La, Lb)``, clamped into the table.
+
+        The public entry points refuse lengths outside [1, M] whenever they read values (always on CPU); on
+        other devices without ``validate_args`` the clamp keeps a bad length from indexing out of bounds.
+        """
         rows = lengths_a if lengths_a is not None else torch.full((p,), self.m, device=self.device)
         cols = lengths_b if lengths_b is not None else torch.full((p,), self.n, device=self.device)
-        return rows.to(torch.int64), cols.to(torch.int64)
+        return rows.to(torch.int64).clamp(0, self.m), cols.to(torch.int64).clamp(0, self.n)
 
-    def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
-        """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
-        if lengths_a is None and lengths_b is None:
-            return None
+    @functools.cached_property
+    def row_col(self) -> tuple[Tensor, Tensor]:
+        """(cells,) int32 row and column of every column of the layout, built once per size for the masks."""
         rows = torch.arange(self.m + 1, device=self.device).repeat_interleave(self.n + 1)
         cols = torch.arange(self.n + 1, device=self.device).repeat(self.m + 1)
         order = self.position(rows, cols)
@@ -108,30 +119,19 @@ class _Grid:
         col_of = torch.empty_like(cols)
         row_of[order] = rows
         col_of[order] = cols
-        mask = torch.ones(p, self.cells, dtype=torch.bool, device=self.device)
+        return row_of.to(torch.int32), col_of.to(torch.int32)
+
+    def valid(self, p: int, lengths_a: Tensor | None, lengths_b: Tensor | None) -> Tensor | None:
+        """(P, cells) bool mask of the cells inside each pair's true block, or None when unpadded."""
+        if lengths_a is None and lengths_b is None:
+            return None
+        row_of, col_of = self.row_col
+        if lengths_b is None:
+            return row_of.view(1, -1) <= lengths_a.view(p, 1)
+        mask = col_of.view(1, -1) <= lengths_b.view(p, 1)
         if lengths_a is not None:
             mask &= row_of.view(1, -1) <= lengths_a.view(p, 1)
-        if lengths_b is not None:
-            mask &= col_of.view(1, -1) <= lengths_b.view(p, 1)
         return mask
-
-    def seeds(self, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> dict[int, tuple[Tensor, ...]]:
-        """Where the backward injects the output gradient: diagonal -> (pairs, positions, values).
-
-        Unpadded, every pair starts at diagonal M + N. Padded pairs start on different diagonals, which
-        needs their values on the host: one device sync, in the backward only.
-        """
-        pairs = torch.arange(grad.shape[0], device=grad.device)
-        values = grad.to(_ACC)
-        if not padded:
-            return {self.m + self.n: (pairs, self.local(rows, cols), values)}
-        found = {}
-        diagonals = rows + cols
-        live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0
-        for d in sorted(set((diagonals[live]).tolist())):
-            chosen = live & (diagonals == d)
-            found[d] = (pairs[chosen], self.local(rows[chosen], cols[chosen]), values[chosen])
-        return found
 
 
 @functools.lru_cache(maxsize=32)
@@ -147,24 +147,62 @@ def _read_corner(table: Tensor, grid: _Grid, rows: Tensor, cols: Tensor, scale: 
 
 
 class _Adjoint:
-    """Three rolling (P, width) float64 diagonals of the adjoint E: the current one and its two predecessors."""
+    """Three rolling (P, width) float64 diagonals of the adjoint E: the current one and its two predecessors.
 
-    def __init__(self, grid: _Grid, p: int, seeds: dict[int, tuple[Tensor, ...]], device: torch.device) -> None:
-        self.buffers = [torch.zeros(p, grid.width, dtype=_ACC, device=device) for _ in range(3)]
-        self.seeds = seeds
+    The output gradient of pair p enters E at its result cell ``(rows[p], cols[p])``. Unpadded, every pair's
+    result lies on the last diagonal. Padded pairs end on different diagonals, and reading which ones on the
+    host would synchronise the device, so every diagonal receives a row of seeds that is zero except for the
+    pairs ending there: for small problems a dense (steps, P, width) block that each recycled buffer is reset
+    to instead of zero (no extra op per step), otherwise one ``index_add_`` of a (P,) row per step.
+    """
+
+    def __init__(self, grid: _Grid, p: int, grad: Tensor, rows: Tensor, cols: Tensor, padded: bool,
+                 device: torch.device) -> None:
+        values = grad.to(_ACC)
+        # each pair's result cell as its position within its diagonal and as a flat index into a buffer
+        local = grid.local(rows, cols)
+        self.flat = torch.arange(p, device=device) * grid.width + local
+        self.values, self.last = values, grid.m + grid.n
+        self.per_step: tuple[Tensor, ...] | None = None
+        self.dense: Tensor | None = None
+        steps = len(grid.steps)
+        if padded and steps:
+            live = (rows > 0) & (cols > 0)  # a result on the boundary is the constant 0: no gradient
+            # step k handles diagonal k + 2; each pair writes its own slot, so no two writes collide
+            step = (rows + cols - 2).clamp(min=0)
+            values = torch.where(live, values, torch.zeros_like(values))
+            pairs = torch.arange(p, device=device)
+            if steps * p * grid.width <= _DENSE_SEEDS_LIMIT:
+                self.dense = torch.zeros(steps, p, grid.width, dtype=_ACC, device=device)
+                self.dense[step, pairs, local] = values
+            else:
+                seeds = torch.zeros(steps, p, dtype=_ACC, device=device)
+                seeds[step, pairs] = values
+                self.per_step = seeds.unbind(0)
+        # buffers[k] holds diagonal d - k while diagonal d is processed, starting from d = M + N
+        self.buffers = [self._start(self.last - k, p, grid.width, device) for k in range(3)]
+
+    def _start(self, d: int, p: int, width: int, device: torch.device) -> Tensor:
+        if self.dense is not None and d >= 2:
+            return self.dense[d - 2].clone()
+        return torch.zeros(p, width, dtype=_ACC, device=device)
 
     def enter(self, d: int) -> tuple[Tensor, Tensor, Tensor]:
         """(E_d, E_{d-1}, E_{d-2}) with the output gradient injected where a pair's result lies on d."""
         current = self.buffers[0]
-        if d in self.seeds:
-            pairs, positions, values = self.seeds[d]
-            current.index_put_((pairs, positions), values, accumulate=True)
+        if self.per_step is not None:
+            current.view(-1).index_add_(0, self.flat, self.per_step[d - 2])
+        elif self.dense is None and d == self.last:
+            current.view(-1).index_add_(0, self.flat, self.values)
         return current, self.buffers[1], self.buffers[2]
 
-    def leave(self) -> None:
+    def leave(self, d: int) -> None:
         """Step to diagonal d - 1: E_d is final (already written out), its buffer is recycled for d - 3."""
         done = self.buffers[0]
-        done.zero_()
+        if self.dense is not None and d - 3 >= 2:
+            done.copy_(self.dense[d - 5])
+        else:
+            done.zero_()
         self.buffers = [self.buffers[1], self.buffers[2], done]
 
 
@@ -200,7 +238,7 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
     p, device = table.shape[0], table.device
     inv = 1.0 / gamma if gamma > 0 else 1.0
     padded = lengths_a is not None or lengths_b is not None
-    adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, padded), device)
+    adjoint = _Adjoint(grid, p, grad, rows, cols, padded, device)
     valid = grid.valid(p, lengths_a, lengths_b)
     grad_mu, grad_g, grad_h = (torch.empty(p, grid.cells, dtype=dtype, device=device) if need else None
                                for need in needs)
@@ -211,9 +249,10 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
         insert_option = torch.add(table.narrow(1, up, count), g.narrow(1, start, count), alpha=inv)
         delete_option = torch.add(table.narrow(1, left, count), h.narrow(1, start, count), alpha=inv)
         if gamma > 0:
-            # softmax weights exp(a_k - logsumexp(a)); logsumexp(a) = S(i, j) / gamma - mu(i, j) / gamma
-            best = torch.add(table.narrow(1, start, count), mu.narrow(1, start, count), alpha=-inv)
-            flow = torch.stack((match_option, insert_option, delete_option)).sub_(best).exp_().mul_(e)
+            # softmax weights of the three options, from the options themselves: as fast as
+            # exp(a_k - (S - mu) / gamma), which is NaN where mu = -inf makes S = -inf and loses digits to
+            # cancellation when S / gamma is large
+            flow = torch.softmax(torch.stack((match_option, insert_option, delete_option)), 0).mul_(e)
             if valid is not None:
                 # padded cells carry zero adjoint, but 0 * exp(nan) would leak NaN/inf padding in
                 flow.masked_fill_(~valid.narrow(1, start, count), 0.0)
@@ -237,7 +276,7 @@ def fsd_backward(grid: _Grid, table: Tensor, mu: Tensor, g: Tensor, h: Tensor | 
                 grad_g.narrow(1, start, count).copy_(to_insert)
         if grad_h is not None:
             grad_h.narrow(1, start, count).copy_(to_delete)
-        adjoint.leave()
+        adjoint.leave(d)
     # unskew one gradient at a time, dropping each skewed buffer as soon as it is copied out
     pending = [grad_mu, grad_g, grad_h]
     del grad_mu, grad_g, grad_h
@@ -312,17 +351,41 @@ def _lcs_inputs(grid: _Grid, similarity: Tensor, threshold: float | Tensor, stri
     return (c.to(_ACC) if similarity.numel() <= _WIDEN_LIMIT else c), hits
 
 
+def _log_mean_exp(a: Tensor, b: Tensor) -> Tensor:
+    """``log((exp(a) + exp(b)) / 2)``: between the mean and the max of a and b, equal to both on a tie."""
+    return torch.logaddexp(a, b).sub_(_LN2)
+
+
 def lcs_forward(grid: _Grid, c: Tensor, hits: Tensor, gamma: float) -> Tensor:
-    """(P, cells) float64 table of R / gamma (of R for gamma = 0) from the skewed similarity and matches."""
+    """(P, cells) float64 table of R / gamma (of R for gamma = 0) from the skewed similarity and matches.
+
+    For gamma > 0 an unmatched cell takes the log-mean-exp of up and left, not their logsumexp, which would
+    add up to gamma * ln 2 at every unmatched cell and give a pair without any match a length of about
+    gamma * ln(#paths).
+    """
     p = c.shape[0]
     inv = 1.0 / gamma if gamma > 0 else 1.0
     table = torch.zeros(p, grid.cells, dtype=_ACC, device=c.device)
-    smooth_max = torch.logaddexp if gamma > 0 else torch.maximum
+    smooth_max = _log_mean_exp if gamma > 0 else torch.maximum
     for _, count, start, up, left, diag, *_ in grid.steps:
         rest = smooth_max(table.narrow(1, up, count), table.narrow(1, left, count))
         matched = torch.add(table.narrow(1, diag, count), c.narrow(1, start, count), alpha=inv)
         torch.where(hits.narrow(1, start, count), matched, rest, out=table.narrow(1, start, count))
     return table
+
+
+def _has_nan(similarity: Tensor, rows: Tensor, cols: Tensor, padded: bool) -> Tensor:
+    """(P,) bool: whether the pair's true block ``[:rows[p], :cols[p]]`` holds a NaN (no host read)."""
+    p, m, n = similarity.shape
+    if m == 0 or n == 0:
+        return torch.zeros(p, dtype=torch.bool, device=similarity.device)
+    if not padded:
+        # max propagates NaN (and only NaN turns it NaN): a third of the cost of isnan(...).any()
+        return torch.isnan(similarity.amax(dim=(1, 2)))
+    # padding may hold NaN that must not count: mask the columns, reduce the rows, then mask the rows
+    nan = torch.isnan(similarity)
+    nan &= (torch.arange(n, device=similarity.device)[None, :] < cols[:, None])[:, None, :]
+    return (nan.any(2) & (torch.arange(m, device=similarity.device)[None, :] < rows[:, None])).any(1)
 
 
 class _LCS(torch.autograd.Function):
@@ -337,7 +400,10 @@ class _LCS(torch.autograd.Function):
         ctx.grid, ctx.gamma, ctx.dtype = grid, gamma, similarity.dtype
         ctx.padded = lengths_a is not None or lengths_b is not None
         ctx.save_for_backward(table, hits, rows, cols, lengths_a, lengths_b)
-        return _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
+        value = _read_corner(table, grid, rows, cols, gamma if gamma > 0 else 1.0, similarity.dtype)
+        # NaN fails every threshold test, so the recursion alone would score a NaN cell as "no match" and
+        # return a finite length: a NaN anywhere in a pair's block makes that pair's length NaN instead
+        return value.masked_fill_(_has_nan(similarity, rows, cols, ctx.padded), math.nan)
 
     @staticmethod
     @once_differentiable
@@ -345,7 +411,7 @@ class _LCS(torch.autograd.Function):
         table, hits, rows, cols, lengths_a, lengths_b = ctx.saved_tensors
         grid, gamma, dtype = ctx.grid, ctx.gamma, ctx.dtype
         p, device = table.shape[0], table.device
-        adjoint = _Adjoint(grid, p, grid.seeds(grad, rows, cols, ctx.padded), device)
+        adjoint = _Adjoint(grid, p, grad, rows, cols, ctx.padded, device)
         valid = grid.valid(p, lengths_a, lengths_b)
         grad_c = torch.empty(p, grid.cells, dtype=dtype, device=device)
         for d, count, start, up, left, _diag, here, up_at, left_at, diag_at in reversed(grid.steps):
@@ -356,6 +422,7 @@ class _LCS(torch.autograd.Function):
             rest = e - matched
             up_value, left_value = table.narrow(1, up, count), table.narrow(1, left, count)
             if gamma > 0:
+                # d logmeanexp(u, l) / du = exp(u) / (exp(u) + exp(l)) = sigmoid(u - l)
                 to_up = torch.sigmoid(up_value - left_value).mul_(rest)
                 if valid is not None:
                     # 0 * sigmoid(nan) would leak NaN from inf padding into the true block
@@ -367,7 +434,7 @@ class _LCS(torch.autograd.Function):
             before.narrow(1, diag_at, count).add_(matched)
             previous.narrow(1, up_at, count).add_(to_up)
             previous.narrow(1, left_at, count).add_(rest.sub_(to_up))
-            adjoint.leave()
+            adjoint.leave(d)
         return grid.unskew(grad_c), None, None, None, None, None
 
 

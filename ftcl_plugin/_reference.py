@@ -2,7 +2,9 @@
 
 * ``fsd_loop`` / ``lcs_loop``: the recursions written cell by cell, per pair, in float64, differentiated
   by plain autograd. They are the ground truth the fast kernels in ``_dp.py`` are tested against, with
-  the same tie rules written out explicitly (FSD hard max: match, then insert, then delete; LCS: up).
+  the same tie rules written out explicitly (FSD hard max: match, then insert, then delete; LCS: up), the
+  same smooth LCS (an unmatched cell takes ``gamma * log((exp(up / gamma) + exp(left / gamma)) / 2)``) and
+  the same NaN rule (a NaN anywhere in a pair's block makes its LCS length NaN).
 * ``fsd_wavefront_autograd`` / ``lcs_wavefront_autograd``: the same anti-diagonal wavefront as ``_dp``
   (float64 accumulation) but differentiated by plain autograd instead of the analytic backward; the
   benchmark's "plain autograd" column. Inputs are pre-sorted into diagonal order with one gather and
@@ -11,6 +13,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -62,7 +66,7 @@ def _lcs_table_loop(c: Tensor, hits: Tensor, gamma: float) -> list[list[Tensor]]
             if bool(hits[i - 1, j - 1]):
                 table[i][j] = table[i - 1][j - 1] + c[i - 1, j - 1].double()
             elif gamma > 0:
-                table[i][j] = gamma * torch.logaddexp(up / gamma, left / gamma)
+                table[i][j] = gamma * (torch.logaddexp(up / gamma, left / gamma) - math.log(2.0))
             else:
                 table[i][j] = up if up >= left else left
     return table
@@ -80,7 +84,7 @@ def lcs_loop(similarity: Tensor, threshold: float = 0.92, strict: bool = False, 
     for k, (rows, cols) in enumerate(_sizes(p, m, n, lengths_a, lengths_b)):
         c = similarity[k, :rows, :cols]
         table = _lcs_table_loop(c, _hit_matrix(c, threshold, strict), gamma)
-        lengths.append(table[rows][cols])
+        lengths.append(table[rows][cols] + (math.nan if bool(c.isnan().any()) else 0.0))
     return torch.stack(lengths) if lengths else similarity.new_zeros(0, dtype=torch.float64)
 
 
@@ -176,7 +180,7 @@ def lcs_wavefront_autograd(similarity: Tensor, threshold: float = 0.92, strict: 
     inv = 1.0 / gamma if gamma > 0 else 1.0
 
     def cell(diag: Tensor, up: Tensor, left: Tensor, c: Tensor) -> Tensor:
-        rest = torch.logaddexp(up, left) if gamma > 0 else torch.maximum(up, left)
+        rest = torch.logaddexp(up, left) - math.log(2.0) if gamma > 0 else torch.maximum(up, left)
         return torch.where(_hit_matrix(c, threshold, strict), diag + inv * c.double(), rest)
 
     return _wavefront([similarity], m, n, cell) * (gamma if gamma > 0 else 1.0)

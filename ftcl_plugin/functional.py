@@ -5,9 +5,15 @@ Every function takes P pairs at once as (P, M, N) matrices, follows the input's 
 ``lengths_a`` / ``lengths_b``: the result equals the computation on the unpadded ``[:La, :Lb]`` block and
 the padding receives exactly zero gradient.
 
-``gamma`` is a smoothing temperature: ``max`` becomes ``gamma * logsumexp(a / gamma)``; ``gamma=0`` is the
-exact hard max. Our ``gamma=0.1`` is the paper's gamma=10 (Eq. 5 with the missing ``1/gamma`` prefactor that
-the authors' release applies). See ``docs/kernels.md`` for the math, the tie rules and the benchmark.
+``gamma`` is a smoothing temperature: in FSD ``max`` becomes ``gamma * logsumexp(a / gamma)``; ``gamma=0`` is
+the exact hard max. Our ``gamma=0.1`` is the paper's gamma=10 (Eq. 5 with the missing ``1/gamma`` prefactor
+that the authors' release applies). Accepted: 0, or ``1e-4 <= gamma <= 1e4`` (see ``docs/kernels.md``).
+See ``docs/kernels.md`` for the math, the tie rules and the benchmark.
+
+NaN in, NaN out: a NaN anywhere in a pair's (true) block makes that pair's FSD similarity and LCS length
+NaN. The values of ``lengths_a`` / ``lengths_b`` (in [1, M] and [1, N]) are checked always on CPU tensors
+and on other devices only with ``validate_args=True``, because there the check costs a host-device
+synchronisation; the kernels themselves never synchronise.
 
 Gradients come from analytic backward passes (first order only: double backward is not supported).
 """
@@ -20,6 +26,7 @@ from torch import Tensor
 from . import _dp, _softdtw
 from ._checks import (
     check_flag,
+    check_gamma,
     check_lengths,
     check_number,
     check_scalar_tensor,
@@ -45,7 +52,7 @@ def _fsd_inputs(match: Tensor, insert: Tensor, delete: Tensor | None, gamma: flo
     check_score_matrix(insert, "insert", match, "match")
     if delete is not None:
         check_score_matrix(delete, "delete", match, "match")
-    check_number(gamma, "gamma", minimum=0.0)
+    check_gamma(gamma)
     check_flag(validate_args, "validate_args")
     la = _lengths(lengths_a, "lengths_a", match, 1, validate_args)
     lb = _lengths(lengths_b, "lengths_b", match, 2, validate_args)
@@ -64,15 +71,20 @@ def fsd_similarity(match: Tensor, insert: Tensor, delete: Tensor | None = None, 
     with ``max`` replaced by ``gamma * logsumexp(a / gamma)`` when ``gamma > 0``. Insert and delete add the
     residual of the target cell ``(i, j)``, as the paper and the authors' release do.
 
+    A NaN residual in a pair's block makes its S NaN. Residuals of ``-inf`` are allowed (they forbid a move
+    or a cell) and keep the gradients finite, as plain autograd of the recursion does; ``+inf`` gives
+    ``S = +inf``.
+
     Args:
         match: Match residuals mu.
         insert: Insert residuals g (added when stepping from ``(i-1, j)``).
         delete: Delete residuals h (added when stepping from ``(i, j-1)``); ``None`` means ``h = g``, as in
             the paper's implementation details.
-        gamma: Smoothing temperature, ``>= 0``; 0 is the hard max, 0.1 is the paper's gamma=10.
+        gamma: Smoothing temperature: 0 (the hard max) or in [1e-4, 1e4]; 0.1 is the paper's gamma=10.
         lengths_a: True lengths M_p of the first sequences inside the padded M; ``None`` means all M.
         lengths_b: True lengths N_p of the second sequences inside the padded N; ``None`` means all N.
-        validate_args: Also check the values of ``lengths_a`` / ``lengths_b`` (forces a device sync).
+        validate_args: Also check the values of ``lengths_a`` / ``lengths_b`` on non-CPU devices (forces a
+            device sync; on CPU they are always checked).
 
     Shape:
         - match, insert, delete: (P, M, N), float32 or float64, all on one device.
@@ -85,7 +97,8 @@ def fsd_similarity(match: Tensor, insert: Tensor, delete: Tensor | None = None, 
     Raises:
         TypeError: If an input is not a tensor, has another dtype than float32/float64, or ``gamma`` is
             not a number.
-        ValueError: If the shapes or devices disagree, or ``gamma < 0``.
+        ValueError: If the shapes or devices disagree, ``gamma`` is out of range, or (see ``validate_args``)
+            a length lies outside [1, M] or [1, N].
 
     Example:
         >>> import torch
@@ -111,10 +124,10 @@ def fsd_alignment(match: Tensor, insert: Tensor, delete: Tensor | None = None, *
         match: Match residuals mu.
         insert: Insert residuals g.
         delete: Delete residuals h; ``None`` means ``h = g``.
-        gamma: Smoothing temperature, ``>= 0``.
+        gamma: Smoothing temperature: 0 or in [1e-4, 1e4].
         lengths_a: True lengths of the first sequences; ``None`` means all M.
         lengths_b: True lengths of the second sequences; ``None`` means all N.
-        validate_args: Also check the values of the lengths (forces a device sync).
+        validate_args: Also check the values of the lengths on non-CPU devices (forces a device sync).
 
     Shape:
         - match, insert, delete: (P, M, N).
@@ -146,7 +159,7 @@ def _lcs_inputs(similarity: Tensor, threshold: float | Tensor, gamma: float, str
         check_scalar_tensor(threshold, "threshold", similarity, "similarity")
     else:
         check_number(threshold, "threshold")
-    check_number(gamma, "gamma", minimum=0.0)
+    check_gamma(gamma)
     check_flag(strict, "strict")
     check_flag(validate_args, "validate_args")
     la = _lengths(lengths_a, "lengths_a", similarity, 1, validate_args)
@@ -167,18 +180,25 @@ def lcs_length(similarity: Tensor, *, threshold: float | Tensor = 0.92, gamma: f
     A matched cell always takes the diagonal (it is not compared with its neighbours), exactly as the paper
     and the authors' release do, so R is not the max-weight common subsequence for uneven weights. With
     ``gamma=0`` the max is hard (ties go up, to ``R(i-1, j)``, as in the release) and the gradient is 1 on
-    every matched cell of the traced path and 0 elsewhere; with ``gamma > 0`` the max is
-    ``gamma * logsumexp(a / gamma)``. The threshold test itself has no gradient.
+    every matched cell of the traced path and 0 elsewhere. With ``gamma > 0`` (an extension, not in the
+    paper) the max of an unmatched cell becomes the log-mean-exp
+    ``gamma * log((exp(R(i-1, j) / gamma) + exp(R(i, j-1) / gamma)) / 2)``: never above the max, equal to
+    it on a tie, at most ``gamma * ln 2`` below it, so a pair without any match still has length 0. Its
+    gradient spreads the adjoint over up and left with weights ``sigmoid((up - left) / gamma)`` and
+    ``1 - sigmoid(...)``. The threshold test itself has no gradient.
+
+    A NaN similarity fails every threshold test, so the recursion alone would score it as "no match"; instead
+    a NaN anywhere in a pair's block makes that pair's length NaN.
 
     Args:
         similarity: Snippet similarities c (cosine in the paper).
         threshold: Match threshold tau (0.92 in the paper): a number, or a 0-dim float tensor on the device of
             ``similarity`` (e.g. computed from the batch; it gets no gradient, and reading it needs no sync).
-        gamma: Smoothing temperature of the non-matching branch, ``>= 0``; 0 is the hard max.
+        gamma: Smoothing temperature of the non-matching branch: 0 (the hard max) or in [1e-4, 1e4].
         strict: Match on ``c > tau`` (the authors' release) instead of the paper's ``c >= tau``.
         lengths_a: True lengths of the first sequences; ``None`` means all M.
         lengths_b: True lengths of the second sequences; ``None`` means all N.
-        validate_args: Also check the values of the lengths (forces a device sync).
+        validate_args: Also check the values of the lengths on non-CPU devices (forces a device sync).
 
     Shape:
         - similarity: (P, M, N), float32 or float64.
@@ -186,11 +206,14 @@ def lcs_length(similarity: Tensor, *, threshold: float | Tensor = 0.92, gamma: f
         - Output: (P,), the input dtype.
 
     Returns:
-        ``R(M_p, N_p)`` for every pair p (between 0 and ``min(M_p, N_p) * max(c)``).
+        ``R(M_p, N_p)`` for every pair p. For ``threshold >= 0`` and any gamma,
+        ``0 <= R <= min(M_p, N_p) * max(0, max(c))``; for gamma > 0 it lies at most
+        ``gamma * ln(2) * (M_p + N_p - 1)`` below the hard (``gamma=0``) value, never above it.
 
     Raises:
         TypeError: If ``similarity`` is not a float32/float64 tensor, or an option has the wrong type.
-        ValueError: If ``similarity`` is not 3-D, the lengths do not fit, or ``gamma < 0``.
+        ValueError: If ``similarity`` is not 3-D, ``gamma`` or ``threshold`` is out of range, or the lengths
+            do not fit (their values: see ``validate_args``).
 
     Example:
         >>> import torch
@@ -218,7 +241,7 @@ def lcs_path(similarity: Tensor, *, threshold: float = 0.92, strict: bool = Fals
         strict: Match on ``c > tau`` instead of ``c >= tau``.
         lengths_a: True lengths of the first sequences; ``None`` means all M.
         lengths_b: True lengths of the second sequences; ``None`` means all N.
-        validate_args: Also check the values of the lengths (forces a device sync).
+        validate_args: Also check the values of the lengths on non-CPU devices (forces a device sync).
 
     Shape:
         - similarity: (P, M, N).

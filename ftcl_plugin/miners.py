@@ -63,7 +63,8 @@ class PairMiner(nn.Module):
             release does; a batch without positives then yields no pairs at all.
         max_positive_pairs: Keep at most this many positives (a random subset); ``None`` keeps all.
         generator: Source of randomness (on any device); ``None`` means a private one seeded with 0.
-        validate_args: Also check that ``labels`` holds only 0 and 1 (forces a device sync).
+        validate_args: Check that ``labels`` holds only 0 and 1 on non-CPU tensors too (forces a device sync);
+            on CPU the check always runs (soft or smoothed labels such as 0.95/0.05 would count as present).
 
     Shape:
         - labels: (B, C), any real or bool dtype, multi-hot.
@@ -74,7 +75,8 @@ class PairMiner(nn.Module):
 
     Raises:
         TypeError: If ``labels`` is not a real tensor or an option has the wrong type.
-        ValueError: If ``labels`` is not (B, C) with B >= 1 and C >= 1, or an option is out of range.
+        ValueError: If ``labels`` is not (B, C) with C >= 1, an option is out of range, or (see
+            ``validate_args``) an entry of ``labels`` is not 0 or 1.
 
     Example:
         >>> import torch

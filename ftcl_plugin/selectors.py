@@ -6,6 +6,10 @@ come from sorting the detached attention (not differentiable, as in the release)
 to ``features``. Videos shorter than the requested size (``T < k``, or a true length below ``k`` in a padded
 batch) give fewer real slots; the remaining slots are zero and reported through ``Selection.lengths``, which
 the losses pass on to the DP kernels.
+
+Value checks (lengths in [1, T], no NaN in the attention, finite values in every snippet a selector reads) run
+always on CPU tensors and on other devices only with ``validate_args=True``; selection itself never reads a
+value on the host.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_flag, check_k_fits, check_number, check_snippet_batch
+from ._checks import (
+    check_choice,
+    check_flag,
+    check_k_fits,
+    check_number,
+    check_read_finite,
+    check_snippet_batch,
+    reads_values,
+)
 
 __all__ = ["ActionSelector", "BackgroundSelector", "ProposalSelector", "Selection", "select_all"]
 
@@ -56,8 +68,11 @@ class _Plan(NamedTuple):
     lengths: Tensor
 
 
-def _read(plan: _Plan, pieces: tuple[Tensor, ...]) -> Selection:
+def _read(plan: _Plan, pieces: tuple[Tensor, ...], validate_args: bool) -> Selection:
     """The selection from the gathered ``features[b, sources[r][b, k]]`` of each source, (B, K, D) each."""
+    if reads_values(pieces[0], validate_args):
+        real = torch.arange(plan.indices.shape[1], device=plan.lengths.device)[None, :] < plan.lengths[:, None]
+        check_read_finite(pieces, plan.sources, real)
     out = pieces[0] * plan.weights[0]
     for piece, weight in zip(pieces[1:], plan.weights[1:]):
         out = out + piece * weight
@@ -78,7 +93,8 @@ class _PlannedSelector(nn.Module, abc.ABC):
     def forward(self, features: Tensor, attention: Tensor, *, lengths: Tensor | None = None) -> Selection:
         """Select; see the class docstring."""
         plan = self._plan(features, attention, lengths=lengths)
-        return _read(plan, tuple(_gather(features, source) for source in plan.sources))
+        return _read(plan, tuple(_gather(features, source) for source in plan.sources),
+                     getattr(self, "validate_args", False))
 
 
 def select_all(selectors: list[nn.Module], features: Tensor, attention: Tensor, *,
@@ -122,7 +138,7 @@ def select_all(selectors: list[nn.Module], features: Tensor, attention: Tensor, 
     pieces = iter(_gather(features, torch.cat(sources, dim=1)).split([s.shape[1] for s in sources], dim=1)
                   if sources else ())
     return [selector(features, attention, lengths=lengths) if plan is None
-            else _read(plan, tuple(next(pieces) for _ in plan.sources))
+            else _read(plan, tuple(next(pieces) for _ in plan.sources), getattr(selector, "validate_args", False))
             for selector, plan in zip(selectors, plans)]
 
 
@@ -161,7 +177,9 @@ class ActionSelector(_PlannedSelector):
     Args:
         k: Number of snippets, ``>= 1``.
         allow_short: When ``T < k``, take all ``T`` snippets (``True``) or raise ``ValueError`` (``False``).
-        validate_args: Also check the values of ``lengths`` and that ``features`` is finite (device sync).
+        validate_args: Run the value checks on non-CPU tensors too (each forces a device sync): ``lengths``
+            in [1, T], no NaN in ``attention``, finite values in the snippets read; also check every snippet of
+            ``features``, read or not. On CPU the value checks always run.
 
     Shape:
         - features: (B, T, D) float; attention: (B, T) float (any real scores, higher = more action);
@@ -173,8 +191,9 @@ class ActionSelector(_PlannedSelector):
 
     Raises:
         TypeError: If an input has the wrong type or dtype.
-        ValueError: If the shapes or devices disagree, the batch is empty, or ``k > T`` with
-            ``allow_short=False``.
+        ValueError: If the shapes or devices disagree (``features`` given as (B, D, T) is named as transposed),
+            the batch is empty, ``k > T`` with ``allow_short=False``, or a value check fails (see
+            ``validate_args``).
 
     Example:
         >>> import torch
@@ -217,7 +236,9 @@ class BackgroundSelector(_PlannedSelector):
         rule: ``"lowest"`` or ``"next"``.
         offset: For ``rule="next"``, how many top-ranked snippets to skip; ``None`` means ``k``.
         allow_short: When ``T < k``, take all ``T`` snippets (``True``) or raise ``ValueError`` (``False``).
-        validate_args: Also check the values of ``lengths`` and that ``features`` is finite (device sync).
+        validate_args: Run the value checks on non-CPU tensors too (each forces a device sync): ``lengths``
+            in [1, T], no NaN in ``attention``, finite values in the snippets read; also check every snippet of
+            ``features``, read or not. On CPU the value checks always run.
 
     Shape:
         - features: (B, T, D); attention: (B, T); lengths: (B,) optional.
@@ -228,8 +249,8 @@ class BackgroundSelector(_PlannedSelector):
 
     Raises:
         TypeError: If an input has the wrong type or dtype.
-        ValueError: If the shapes or devices disagree, the batch is empty, an option is out of range, or
-            ``k > T`` with ``allow_short=False``.
+        ValueError: If the shapes or devices disagree, the batch is empty, an option is out of range,
+            ``k > T`` with ``allow_short=False``, or a value check fails (see ``validate_args``).
 
     Example:
         >>> import torch
@@ -282,7 +303,9 @@ class ProposalSelector(_PlannedSelector):
         threshold: Attention threshold; ``None`` means each video's mean attention over its true length (scale
             free, for attention that is not in [0, 1]).
         kind: ``"action"`` or ``"background"``.
-        validate_args: Also check the values of ``lengths`` and that ``features`` is finite (device sync).
+        validate_args: Run the value checks on non-CPU tensors too (each forces a device sync): ``lengths``
+            in [1, T], no NaN in ``attention``, finite values in the snippets read; also check every snippet of
+            ``features``, read or not. On CPU the value checks always run.
 
     Shape:
         - features: (B, T, D); attention: (B, T); lengths: (B,) optional.
@@ -293,7 +316,8 @@ class ProposalSelector(_PlannedSelector):
 
     Raises:
         TypeError: If an input has the wrong type or dtype.
-        ValueError: If the shapes or devices disagree, the batch is empty or an option is out of range.
+        ValueError: If the shapes or devices disagree, the batch is empty, an option is out of range, or a
+            value check fails (see ``validate_args``).
 
     Example:
         >>> import torch
