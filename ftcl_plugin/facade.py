@@ -153,8 +153,9 @@ class FTCL(nn.Module):
         fsd_loss: An :class:`~ftcl_plugin.FSDLoss` for ``feature_dim`` (default built for the variant).
         lcs_loss: An :class:`~ftcl_plugin.LCSLoss` (default built for the variant).
         inactive_patience: Consecutive inactive training steps before the warning; 0 disables it.
-        validate_args: Also run the value checks on non-CPU devices (multi-hot labels, lengths, finite
-            features); forces syncs.
+        validate_args: Also run the value checks (multi-hot labels, pair labels, lengths, finite features) on
+            non-CPU tensors, which forces syncs; on CPU tensors they always run. Passed to the default
+            collaborators.
 
     Shape:
         - features: (B, T, D) float; attention: (B, T) float; labels: (B, C) multi-hot (float, int or bool);
@@ -213,18 +214,20 @@ class FTCL(nn.Module):
         self.warmup_steps = warmup_steps
         self.max_grad_ratio = max_grad_ratio
         self.validate_args = validate_args
+        checks = {"validate_args": validate_args}
         self.miner = miner if miner is not None else PairMiner(
-            positive_rule="identical_labels" if official else "shared_class")
-        self.action_selector = action_selector if action_selector is not None else ActionSelector(FSD_SNIPPETS)
+            positive_rule="identical_labels" if official else "shared_class", **checks)
+        self.action_selector = action_selector if action_selector is not None else \
+            ActionSelector(FSD_SNIPPETS, **checks)
         self.background_selector = background_selector if background_selector is not None else \
-            BackgroundSelector(FSD_SNIPPETS, rule="next" if official else "lowest")
-        self.lcs_selector = lcs_selector if lcs_selector is not None else ActionSelector(LCS_SNIPPETS)
+            BackgroundSelector(FSD_SNIPPETS, rule="next" if official else "lowest", **checks)
+        self.lcs_selector = lcs_selector if lcs_selector is not None else ActionSelector(LCS_SNIPPETS, **checks)
         if fsd_loss is None and self.fsd_weight != 0:
-            fsd_loss = FSDLoss(feature_dim, variant=variant) if official else FSDLoss(
-                feature_dim, length_normalized=True, ranking_temperature=FSD_RANKING_TEMPERATURE)
+            fsd_loss = FSDLoss(feature_dim, variant=variant, **checks) if official else FSDLoss(
+                feature_dim, length_normalized=True, ranking_temperature=FSD_RANKING_TEMPERATURE, **checks)
         self.fsd_loss = fsd_loss
         self.lcs_loss = lcs_loss if lcs_loss is not None else \
-            LCSLoss(variant=variant, min_match_fraction=None if official else MIN_MATCH_FRACTION)
+            LCSLoss(variant=variant, min_match_fraction=None if official else MIN_MATCH_FRACTION, **checks)
         self.training_calls = 0
         self.last_terms: FTCLTerms | None = None
         self._monitor = InactivityMonitor(inactive_patience)

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ._checks import (
     check_choice,
     check_flag,
+    check_gamma,
     check_integer_tensor,
     check_is_positive,
     check_ndim,
@@ -89,12 +90,13 @@ def _release_mean_difference(values: Tensor, positive: Tensor) -> Tensor:
     return negative_mean - positive_mean
 
 
-def _check_pair_indices(index_a: Tensor, index_b: Tensor, is_positive: Tensor, videos: Tensor) -> None:
+def _check_pair_indices(index_a: Tensor, index_b: Tensor, is_positive: Tensor, videos: Tensor,
+                        validate_args: bool) -> None:
     check_tensor(index_a, "index_a")
     check_ndim(index_a, "index_a", 1, "(P,)")
     for name, value in (("index_a", index_a), ("index_b", index_b)):
         check_integer_tensor(value, name, (index_a.shape[0],), "(P,)", videos, "the video features")
-    check_is_positive(is_positive, index_a.shape[0], videos)
+    check_is_positive(is_positive, index_a.shape[0], videos, validate_args)
 
 
 def _take_lengths(lengths: Tensor | None, index: Tensor) -> Tensor | None:
@@ -228,7 +230,7 @@ class FSDLoss(nn.Module):
         insert_activation: ``"penalty"`` (``g = cos - 1 <= 0``, paper default: the text asks for a penalty) or
             ``"identity"`` (official default); ``None`` means the variant's default.
         separate_delete: Give ``f_h`` its own projection (paper variant only; the paper sets ``f_h = f_g``).
-        gamma: Smooth-max temperature, ``>= 0``; 0.1 is the paper's gamma=10, 0 is the hard max.
+        gamma: Smooth-max temperature: 0 (the hard max) or in [1e-4, 1e4]; 0.1 is the paper's gamma=10.
         ranking_temperature: ``eta`` of the paper variant's ranking loss, ``> 0``.
         length_normalized: Divide every similarity ``s`` by the mean length ``(M + N) / 2`` of its two sequences
             before the ranking loss (paper variant only). ``s`` sums residuals along an alignment path of up to
@@ -244,7 +246,8 @@ class FSDLoss(nn.Module):
             ranking of Eq. 4 then runs on ``similarity`` of the raw snippets' cosines, with no projections (the
             paper's Table 3 "both-LCS" and Table 4 "DTW" arms). ``None``: FSD with its learned residuals.
         eps: Lower bound on the norms in the cosine similarities.
-        validate_args: Also check values (lengths, finiteness); forces device syncs.
+        validate_args: Also run the value checks (pair labels, lengths, finiteness) on non-CPU tensors, which
+            forces device syncs; on CPU tensors they always run.
 
     Features whose dtype differs from the projections' (float64 features, float32 module) are cast to the
     projections' dtype; under ``torch.autocast`` the projections follow autocast, and the similarities and the
@@ -294,7 +297,7 @@ class FSDLoss(nn.Module):
         check_flag(separate_delete, "separate_delete")
         if separate_delete and variant == "official":
             raise ValueError("`separate_delete` must be False with variant='official' (the release shares f_g).")
-        check_number(gamma, "gamma", minimum=0.0)
+        check_gamma(gamma)
         check_number(ranking_temperature, "ranking_temperature", minimum=0.0, strict_minimum=True)
         check_flag(length_normalized, "length_normalized")
         if length_normalized and similarity is not None:
@@ -356,7 +359,7 @@ class FSDLoss(nn.Module):
         """The loss and the three per-pair similarities; arguments as :class:`FSDLoss`."""
         check_pair_sequences([("features_a", features_a), ("features_b", features_b),
                               ("background_a", background_a), ("background_b", background_b)], self.feature_dim)
-        check_is_positive(is_positive, features_a.shape[0], features_a)
+        check_is_positive(is_positive, features_a.shape[0], features_a, self.validate_args)
         # Action and background of a video go through the projections together (one matrix product each).
         return self._score(self._project(torch.cat([features_a, background_a], dim=1)),
                            self._project(torch.cat([features_b, background_b], dim=1)), features_a.shape[1],
@@ -385,7 +388,7 @@ class FSDLoss(nn.Module):
             :class:`FSDTerms` over the P pairs.
         """
         check_pair_sequences([("actions", actions), ("backgrounds", backgrounds)], self.feature_dim)
-        _check_pair_indices(index_a, index_b, is_positive, actions)
+        _check_pair_indices(index_a, index_b, is_positive, actions, self.validate_args)
         videos = self._project(torch.cat([actions, backgrounds], dim=1))
         return self._score(_take(videos, index_a), _take(videos, index_b), actions.shape[1], actions.shape[1],
                            is_positive != 0, _take_lengths(action_lengths, index_a),
@@ -497,8 +500,8 @@ class LCSLoss(nn.Module):
         variant: ``"paper"`` or ``"official"``.
         threshold: Match threshold ``tau`` (0.92, Sec. 4.1), in ``[-1, 1]`` (cosine similarities).
         strict: Match on ``c > tau``; ``None`` means the variant's default (paper ``False``, official ``True``).
-        gamma: Smoothing temperature of the non-matching max, ``>= 0``; 0 (hard, as paper and release) by
-            default.
+        gamma: Smoothing temperature of the non-matching max: 0 (hard, as paper and release; the default) or in
+            [1e-4, 1e4].
         eps: Lower bound on the norms in the cosine similarities.
         probability_eps: Clamp of ``r_hat`` into ``[probability_eps, 1 - probability_eps]`` (paper variant).
         min_match_fraction: In ``[0, 1]``: lower the threshold of a batch so that at least this fraction of its
@@ -507,7 +510,8 @@ class LCSLoss(nn.Module):
             only): the BCE of Eq. 7 then runs on ``similarity`` of the cosines, clamped into
             ``[probability_eps, 1 - probability_eps]`` (the paper's Table 3 "both-FSD" and Table 4 "DTW" arms);
             ``threshold``, ``strict``, ``gamma`` and ``min_match_fraction`` then do not apply.
-        validate_args: Also check values (lengths); forces device syncs.
+        validate_args: Also run the value checks (pair labels, lengths) on non-CPU tensors, which forces device
+            syncs; on CPU tensors they always run.
 
     Shape:
         - features_a, features_b: (P, M, D) and (P, N, D) top-J snippets of the two videos, in temporal order.
@@ -542,7 +546,7 @@ class LCSLoss(nn.Module):
             check_number(min_match_fraction, "min_match_fraction", minimum=0.0, maximum=1.0)
         if strict is not None:
             check_flag(strict, "strict")
-        check_number(gamma, "gamma", minimum=0.0)
+        check_gamma(gamma)
         check_number(eps, "eps", minimum=0.0, strict_minimum=True)
         check_number(probability_eps, "probability_eps", minimum=0.0, maximum=0.5, strict_minimum=True)
         check_flag(validate_args, "validate_args")
@@ -565,7 +569,7 @@ class LCSLoss(nn.Module):
                       lengths_a: Tensor | None = None, lengths_b: Tensor | None = None) -> LCSTerms:
         """The loss and the per-pair lengths; arguments as :class:`LCSLoss`."""
         check_pair_sequences([("features_a", features_a), ("features_b", features_b)], None)
-        check_is_positive(is_positive, features_a.shape[0], features_a)
+        check_is_positive(is_positive, features_a.shape[0], features_a, self.validate_args)
         first, second = _kernel_dtype(features_a), _kernel_dtype(features_b)
         if features_a.shape[0] == 0:
             return self._empty(first.sum() + second.sum(), first)
@@ -625,7 +629,7 @@ class LCSLoss(nn.Module):
             :class:`LCSTerms` over the P pairs.
         """
         check_pair_sequences([("snippets", snippets)], None)
-        _check_pair_indices(index_a, index_b, is_positive, snippets)
+        _check_pair_indices(index_a, index_b, is_positive, snippets, self.validate_args)
         # Normalise each video once, then index the pairs: no normalisation of (and backward through) P copies.
         unit = _unit(_kernel_dtype(snippets), self.eps)
         first, second = _rows(unit, index_a), _rows(unit, index_b)

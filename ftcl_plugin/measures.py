@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_flag, check_number
+from ._checks import check_flag, check_gamma, check_number
 from .functional import fsd_similarity, lcs_length, soft_dtw
 
 __all__ = ["FSDSimilarity", "LCSSimilarity", "SoftDTWSimilarity", "calibrated_threshold"]
@@ -79,7 +79,7 @@ class FSDSimilarity:
     inputs.
 
     Args:
-        gamma: Smooth-max temperature, ``>= 0`` (0.1 is the paper's gamma = 10).
+        gamma: Smooth-max temperature: 0 (hard max) or in [1e-4, 1e4] (0.1 is the paper's gamma = 10).
 
     Example:
         >>> import torch
@@ -88,7 +88,7 @@ class FSDSimilarity:
     """
 
     def __init__(self, gamma: float = 0.1) -> None:
-        check_number(gamma, "gamma", minimum=0.0)
+        check_gamma(gamma)
         self.gamma = gamma
 
     def __call__(self, similarity: Tensor, lengths_a: Tensor | None = None,
