@@ -103,14 +103,16 @@ class GradientShare:
             own = record.pop("ftcl", None)
             with torch.no_grad():
                 fired.fill_(True)
-                total64 = total.double()
+                # Three dot products (BLAS, no (B, T, D) temporary): ||total||^2, <total, own>, ||own||^2, then
+                # ||total - own||^2 from them in float64.
+                flat = total.reshape(-1)
+                total_sq = torch.dot(flat, flat).double()
                 if own is None:  # a backward pass that did not go through FTCL: all of it is the host's
-                    host_sq.add_(total64.pow(2).sum())
+                    host_sq.add_(total_sq)
                 else:
-                    own64 = own.double()
-                    own_part = own64.pow(2).sum()
-                    # ||total - own||^2 without a (B, T, D) temporary
-                    host_sq.add_((total64.pow(2).sum() - 2 * (total64 * own64).sum() + own_part).clamp(min=0))
+                    own_flat = own.reshape(-1).to(flat.dtype)
+                    own_part = torch.dot(own_flat, own_flat).double()
+                    host_sq.add_((total_sq - 2 * torch.dot(flat, own_flat).double() + own_part).clamp(min=0))
                     own_sq.add_(own_part)
                 ratio.copy_(own_sq.sqrt() / host_sq.sqrt().clamp(min=torch.finfo(torch.float64).tiny))
 
