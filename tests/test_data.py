@@ -24,7 +24,7 @@ from ftcl_plugin.data import (
     sample_indices,
     write_dataset,
 )
-from ftcl_plugin.data.check import format_report
+from ftcl_plugin.data.check import format_report, ground_truth_statistics
 from ftcl_plugin.data.cli import detect_layout, main
 
 TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
@@ -341,6 +341,20 @@ def test_check_reports_problems_without_raising(tiny_copy):
     assert any(train[0] in e and "does not exist" in e for e in report["errors"])
     assert any(train[1] in w and "500 snippets" in w for w in report["warnings"])
     assert "PROBLEMS FOUND" in format_report(report)
+
+
+def test_statistics_by_hand_with_segments_past_the_duration():
+    # A 10 s video: [1, 3] and [2, 4] overlap, [9, 12] ends past the duration, [11, 13] starts past it (THUMOS14
+    # has such instances where a duration was written for the wrong frame rate). Instance lengths as annotated:
+    # 2, 2, 3, 2 s (mean 2.25 s = 3.515625 snippets of 0.64 s); coverage: [1, 4] and [9, 10] inside, 4 / 10.
+    gt = {"database": {"a": {"subset": "test", "duration": 10.0, "annotations": [
+        {"segment": [9.0, 12.0], "label": "x"}, {"segment": [1.0, 3.0], "label": "x"},
+        {"segment": [11.0, 13.0], "label": "y"}, {"segment": [2.0, 4.0], "label": "x"}]}}}
+    stats = ground_truth_statistics(gt, ["a"])
+    assert stats["instance_duration_s"]["mean"] == 2.25 and stats["instance_duration_s"]["min"] == 2.0
+    assert stats["instance_duration_snippets"]["mean"] == pytest.approx(3.5156, abs=1e-4)  # rounded to 4 digits
+    assert stats["action_coverage_fraction"]["mean"] == 0.4
+    assert (stats["instances_per_video"]["mean"], stats["classes_per_video"]["mean"]) == (4, 2)
 
 
 def test_cli_synth_convert_check(tmp_path, capsys):
