@@ -1,8 +1,6 @@
-"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table, the shared data."""
+"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +12,6 @@ TOLERANCES = {
 }
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-# ../shared/data beside the checkout (read-only, real ground truth); tests that need it skip without it.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(params=DEVICES)
@@ -38,10 +33,3 @@ def tol(dtype):
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present beside this checkout")
-    return SHARED_DATA
