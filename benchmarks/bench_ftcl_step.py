@@ -7,7 +7,8 @@ FTCL runs with its defaults (FSD on 5 + 5 proposal snippets, LCS on the top-30 s
 for both variants, on random features and attention, with labels that give the usual in-batch pairs (videos
 drawn from 12 of 20 classes, as ``bench_train_step.py`` does). The backbone step is forward + loss + backward of
 ``integrations/acmnet/model.py``'s ACM-Net when it imports, else a stand-in of the same shapes (Conv1d(D, D, 3) +
-ReLU, the 3-way attention and the C+1 classifier). The target (issue 5) is FTCL <= 2% of the backbone step.
+ReLU, the 3-way attention and the C+1 classifier). The target is FTCL <= 2% of the backbone step (docs/losses.md,
+"Speed").
 The arms are interleaved repeat by repeat so that a shared machine's drift hits all of them alike; medians.
 Not a test.
 """
@@ -38,7 +39,8 @@ VARIANTS = ("paper", "official")
 
 
 class StandInBackbone(nn.Module):
-    """ACM-Net's THUMOS14 shapes (BASELINES.md 1.1) without its losses: embedding, 3-way attention, classifier.
+    """ACM-Net's THUMOS14 shapes (ispc-lab/ACM-Net@4d38dc6 ``model/ACMNet.py``) without its losses: embedding,
+    3-way attention, classifier.
 
     Args:
         dim: D (the embedding keeps it).

@@ -54,7 +54,8 @@ def _lcs(c, threshold=0.92):
 
 
 def test_official_variant_end_to_end_against_independent_computation(generator):
-    # Release recipe (FTCL_NOTES C.1, C.2, A-10, A-19, A-20) recomputed here in float64 numpy: top-5 attention
+    # Release recipe (MengyuanChen21/CVPR2022-FTCL @cf607d6, --ftcl path: utils/ftcl_criterion.py, model/FTCLNet.py,
+    # the table of docs/losses.md) recomputed here in float64 numpy: top-5 attention
     # snippets in time order; "background" = attention ranks 6-10 in time order; one projection split in halves;
     # FSD s = S(U_a, U_b) on positives, S(U_a, V'_b) on negatives; LCS on the top-30 (here all 12) snippets,
     # strict c > 0.92; each loss mean(neg) - mean(pos) with counts + 1e-10; total 0.8 * FSD + 0.1 * LCS.

@@ -1,7 +1,8 @@
 """FSDLoss and LCSLoss: hand values, independent float64 references, gradcheck, degenerate batches, errors.
 
-The references below are written from the equations (paper Eq. 2-7, FTCL_NOTES Part C) with plain Python
-floats and numpy float64, independently of ftcl_plugin's kernels.
+The references below are written from the equations (paper Eq. 2-7; the release's recursions as
+docs/losses.md, "Paper and official defaults", and docs/kernels.md, "The recursions", state them) with plain
+Python floats and numpy float64, independently of ftcl_plugin's kernels.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _fsd(mu: np.ndarray, g: np.ndarray, gamma: float = 0.1) -> float:
 
 
 def _lcs(c: np.ndarray, threshold: float, strict: bool) -> float:
-    """Eq. 6 (FTCL_NOTES C.2): a match takes the diagonal, otherwise the larger of up/left."""
+    """Eq. 6: a match takes the diagonal (without comparing it with up/left), otherwise the larger of up/left."""
     rows, cols = c.shape
     table = [[0.0] * (cols + 1) for _ in range(rows + 1)]
     for i in range(1, rows + 1):

@@ -213,7 +213,7 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
 
 def ground_truth_statistics(ground_truth: dict[str, Any], videos: list[str],
                             seconds_per_snippet: float = _io.SECONDS_PER_SNIPPET) -> dict[str, Any]:
-    """Summary statistics of the annotations of ``videos`` (same quantities as ``dataset_stats.json``).
+    """Summary statistics of the annotations of ``videos``, in seconds and in snippets.
 
     Args:
         ground_truth: the gt.json dict.
