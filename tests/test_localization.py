@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ftcl_plugin.evaluation import detection_map
 from ftcl_plugin.localization import LocalizationConfig, localize, results_json, segment_iou
@@ -180,7 +181,6 @@ def test_cola_config_is_invariant_to_cas_scale():
 
 
 def test_tensors_and_no_mutation():
-    torch = pytest.importorskip("torch")
     cas = torch.zeros(10, 1)
     cas[2:5, 0] = 0.9
     before = cas.clone()
