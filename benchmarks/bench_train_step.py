@@ -24,16 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks._labels import one_class_labels  # noqa: E402
 from integrations.common.config import load_config  # noqa: E402
 from integrations.common.report import machine_description, markdown_table  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
-
-
-def _labels(batch: int, classes: int, generator: torch.Generator) -> torch.Tensor:
-    """Multi-hot labels with a few same-class pairs: videos drawn from a handful of classes (THUMOS14-like)."""
-    picks = torch.randint(0, min(classes, 12), (batch,), generator=generator)
-    return torch.nn.functional.one_hot(picks, classes).float()
 
 
 def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, repeats: int, warmup: int,
@@ -70,7 +65,7 @@ def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, re
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(batch, length, dim, generator=generator).to(device)
-    labels = _labels(batch, classes, generator).to(device)
+    labels = one_class_labels(batch, classes, generator).to(device)
     lengths = torch.full((batch,), length, dtype=torch.int64, device=device)
     times: dict[bool, list[float]] = {False: [], True: []}
     timer = time.process_time if clock == "cpu" else time.perf_counter

@@ -1,9 +1,15 @@
-"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table."""
+"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table, the tiny dataset."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+
+from ftcl_plugin.data import generate
+from tests.tiny_dataset import TINY
 
 # One tolerance table for the whole suite: (rtol, atol) per dtype.
 TOLERANCES = {
@@ -33,3 +39,15 @@ def tol(dtype):
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset in the ACM-Net layout (read-only for the tests that share it)."""
+    return generate(tmp_path_factory.mktemp("tiny") / "acmnet", **TINY)
+
+
+@pytest.fixture
+def tiny_copy(tiny, tmp_path) -> Path:
+    """A private copy of ``tiny`` that a test may damage."""
+    return Path(shutil.copytree(tiny, tmp_path / "copy"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,20 +24,7 @@ from ftcl_plugin.data import (
 )
 from ftcl_plugin.data.check import format_report, ground_truth_statistics
 from ftcl_plugin.data.cli import detect_layout, main
-
-TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny synthetic dataset in the ACM-Net layout (read-only for the tests that share it)."""
-    return generate(tmp_path_factory.mktemp("tiny") / "acmnet", **TINY)
-
-
-@pytest.fixture
-def tiny_copy(tiny, tmp_path) -> Path:
-    """A private copy of ``tiny`` that a test may damage."""
-    return Path(shutil.copytree(tiny, tmp_path / "copy"))
+from tests.tiny_dataset import TINY
 
 
 def all_features(dataset) -> dict[str, np.ndarray]:

@@ -30,8 +30,7 @@ from ftcl_plugin.data.synthetic import (
 from ftcl_plugin.data.synthetic.writer import _ground_truth as layouts_to_gt
 from ftcl_plugin.data.synthetic.writer import _real_source
 from ftcl_plugin.evaluation import ground_truth
-
-TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
+from tests.tiny_dataset import TINY
 
 
 def layout_statistics(config) -> dict:
