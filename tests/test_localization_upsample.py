@@ -18,7 +18,7 @@ FACTORS = (1, 2, 3, 7, 20, 24)  # 20: ACM-Net's factor, 24: CoLA's
 
 
 def _hand_written(values: np.ndarray, factor: int) -> np.ndarray:
-    """The implementation of ``upsample_linear`` up to version 0.x, verbatim, as the bit-level reference."""
+    """``upsample_linear`` as written before it called scipy, verbatim: the bit-level reference."""
     values = np.asarray(values, dtype=np.float64)
     length = values.shape[0]
     if length == 1 or factor == 1:
