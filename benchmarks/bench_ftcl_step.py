@@ -4,11 +4,12 @@
     python benchmarks/bench_ftcl_step.py --batch 4 --length 200 --repeats 3   # a quick look
 
 FTCL runs with its defaults (FSD on 5 + 5 proposal snippets, LCS on the top-30 snippets, pairs mined in the batch)
-for both variants, on random features and attention, with labels that give the usual in-batch pairs (videos
-drawn from 12 of 20 classes, as ``bench_train_step.py`` does). The backbone step is forward + loss + backward of
-``integrations/acmnet/model.py``'s ACM-Net when it imports, else a stand-in of the same shapes (Conv1d(D, D, 3) +
-ReLU, the 3-way attention and the C+1 classifier). The target (issue 5) is FTCL <= 2% of the backbone step.
-The arms are interleaved repeat by repeat so that a shared machine's drift hits all of them alike; medians.
+for both variants, on random features and attention, with each video's one class drawn from 12 of the 20
+(``benchmarks/_labels.py``, shared with ``bench_train_step.py``). The backbone step is forward + loss + backward
+of ``integrations/acmnet/model.py``'s ACM-Net when it imports, else a stand-in of the same shapes
+(Conv1d(D, D, 3) + ReLU, the 3-way attention and the C+1 classifier). The target is FTCL <= 2% of the backbone
+step (docs/losses.md, "Speed"). The arms are interleaved repeat by repeat so that a shared machine's drift hits
+all of them alike; medians.
 Not a test.
 """
 
@@ -32,13 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from benchmarks._labels import one_class_labels  # noqa: E402
 from ftcl_plugin import FTCL  # noqa: E402
 
 VARIANTS = ("paper", "official")
 
 
 class StandInBackbone(nn.Module):
-    """ACM-Net's THUMOS14 shapes (BASELINES.md 1.1) without its losses: embedding, 3-way attention, classifier.
+    """ACM-Net's THUMOS14 shapes (ispc-lab/ACM-Net@4d38dc6 ``model/ACMNet.py``) without its losses: embedding,
+    3-way attention, classifier.
 
     Args:
         dim: D (the embedding keeps it).
@@ -82,7 +85,7 @@ def backbone_step(batch: int, length: int, dim: int, classes: int,
         The backbone's name and a closure that runs one step.
     """
     features = torch.randn(batch, length, dim, generator=generator)
-    labels = torch.nn.functional.one_hot(torch.randint(0, 12, (batch,), generator=generator), classes).float()
+    labels = one_class_labels(batch, classes, generator)
     lengths = torch.full((batch,), length, dtype=torch.int64)
     torch.manual_seed(0)
     try:
@@ -129,7 +132,7 @@ def ftcl_step(ftcl_class: type[FTCL], variant: str, batch: int, length: int, dim
     """
     features = torch.randn(batch, length, dim, generator=generator).requires_grad_(True)
     attention = torch.rand(batch, length, generator=generator)
-    labels = torch.nn.functional.one_hot(torch.randint(0, 12, (batch,), generator=generator), classes).float()
+    labels = one_class_labels(batch, classes, generator)
     torch.manual_seed(0)
     ftcl = ftcl_class(dim, variant=variant)
 

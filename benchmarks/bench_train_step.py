@@ -4,10 +4,11 @@
     python benchmarks/bench_train_step.py --device cuda         # when a GPU is present
     python benchmarks/bench_train_step.py --batch 4 --length 200 --repeats 3   # a quick look
 
-A step is forward, the baseline's own loss (+ FTCL), backward and an Adam update, on random features with labels
-that give FTCL its usual in-batch pairs (about 4.5 same-class pairs in 16 videos, as BASELINES.md section 1.5
-estimates for THUMOS14). Steps with and without FTCL alternate on one model, so drifting machine load hits both arms alike; the overhead
-ratio is (median step with FTCL) / (median step without). Not a test.
+A step is forward, the baseline's own loss (+ FTCL), backward and an Adam update, on random features with
+one-class labels drawn from 12 classes, so FTCL always finds in-batch pairs: about 10 same-class pairs in 16
+videos, against about 5.2 in a random batch of THUMOS14 training videos (docs/losses.md, "Speed"). Steps with and
+without FTCL alternate on one model, so drifting machine load hits both arms alike; the overhead ratio is (median
+step with FTCL) / (median step without). Not a test.
 """
 
 from __future__ import annotations
@@ -23,16 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks._labels import one_class_labels  # noqa: E402
 from integrations.common.config import load_config  # noqa: E402
 from integrations.common.report import machine_description, markdown_table  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")
-
-
-def _labels(batch: int, classes: int, generator: torch.Generator) -> torch.Tensor:
-    """Multi-hot labels with a few same-class pairs: videos drawn from a handful of classes (THUMOS14-like)."""
-    picks = torch.randint(0, min(classes, 12), (batch,), generator=generator)
-    return torch.nn.functional.one_hot(picks, classes).float()
 
 
 def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, repeats: int, warmup: int,
@@ -69,7 +65,7 @@ def time_steps(name: str, *, batch: int, length: int, dim: int, classes: int, re
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(batch, length, dim, generator=generator).to(device)
-    labels = _labels(batch, classes, generator).to(device)
+    labels = one_class_labels(batch, classes, generator).to(device)
     lengths = torch.full((batch,), length, dtype=torch.int64, device=device)
     times: dict[bool, list[float]] = {False: [], True: []}
     timer = time.process_time if clock == "cpu" else time.perf_counter

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy.interpolate import PPoly
 
 from ._checks import check_choice, check_flag, check_number
 
@@ -146,8 +147,11 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 def upsample_linear(values: np.ndarray, factor: int) -> np.ndarray:
     """Sample each column at positions j / factor, j = 0 .. factor*T - 1, by linear interpolation.
 
-    Positions past the last snippet are extrapolated from the last two (as ``scipy.interpolate.interp1d``
-    with ``fill_value="extrapolate"``, which the baselines use), so they can leave [0, 1].
+    Positions past the last snippet are extrapolated from the last two, as ACM-Net and CoLA do with
+    ``scipy.interpolate.interp1d(..., fill_value="extrapolate")``, so they can leave [0, 1]. The interpolant is a
+    :class:`scipy.interpolate.PPoly` of degree 1 whose pieces start at the snippets, so a position on snippet k
+    gives that snippet's value exactly; ``interp1d`` takes the piece that ends there and can be one ulp off
+    (``docs/evaluation.md``, Localization).
 
     Args:
         values: (T, ...) sequence over time.
@@ -167,10 +171,10 @@ def upsample_linear(values: np.ndarray, factor: int) -> np.ndarray:
     length = values.shape[0]
     if length == 1 or factor == 1:
         return np.repeat(values, factor, axis=0)
-    position = np.arange(length * factor) / factor
-    left = np.minimum(np.floor(position).astype(np.int64), length - 2)
-    fraction = (position - left).reshape((-1,) + (1,) * (values.ndim - 1))
-    return values[left] + fraction * (values[left + 1] - values[left])
+    # Piece k on [k, k+1): values[k] + (x - k) * (values[k+1] - values[k]); the last piece extends past T - 1.
+    pieces = PPoly(np.stack([np.diff(values, axis=0), values[:-1]]), np.arange(length, dtype=np.float64),
+                   extrapolate=True)
+    return pieces(np.arange(length * factor) / factor)
 
 
 def _runs(mask: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,15 @@
-"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table, the shared data."""
+"""Shared fixtures: devices and dtypes (CUDA cases skip cleanly), one tolerance table, the tiny dataset."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+
+from ftcl_plugin.data import generate
+from tests.tiny_dataset import TINY
 
 # One tolerance table for the whole suite: (rtol, atol) per dtype.
 TOLERANCES = {
@@ -14,9 +18,6 @@ TOLERANCES = {
 }
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-# ../shared/data beside the checkout (read-only, real ground truth); tests that need it skip without it.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(params=DEVICES)
@@ -40,8 +41,13 @@ def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset in the ACM-Net layout (read-only for the tests that share it)."""
+    return generate(tmp_path_factory.mktemp("tiny") / "acmnet", **TINY)
+
+
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present beside this checkout")
-    return SHARED_DATA
+def tiny_copy(tiny, tmp_path) -> Path:
+    """A private copy of ``tiny`` that a test may damage."""
+    return Path(shutil.copytree(tiny, tmp_path / "copy"))

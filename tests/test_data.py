@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,22 +22,9 @@ from ftcl_plugin.data import (
     sample_indices,
     write_dataset,
 )
-from ftcl_plugin.data.check import format_report
+from ftcl_plugin.data.check import format_report, ground_truth_statistics
 from ftcl_plugin.data.cli import detect_layout, main
-
-TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny synthetic dataset in the ACM-Net layout (read-only for the tests that share it)."""
-    return generate(tmp_path_factory.mktemp("tiny") / "acmnet", **TINY)
-
-
-@pytest.fixture
-def tiny_copy(tiny, tmp_path) -> Path:
-    """A private copy of ``tiny`` that a test may damage."""
-    return Path(shutil.copytree(tiny, tmp_path / "copy"))
+from tests.tiny_dataset import TINY
 
 
 def all_features(dataset) -> dict[str, np.ndarray]:
@@ -145,7 +130,8 @@ def test_acmnet_loader_records(tiny):
     assert {train.class_names[c] for c in torch.nonzero(record.label).flatten().tolist()} == labels
     # test split: uniform sampling keeps full length when L <= T
     assert test[1].features.shape[0] == test.num_snippets[1]
-    assert torch.equal(test[1].features, test[1].features)
+    stored = np.load(tiny / "test" / f"{test.videos[1]}.npy")  # the file itself, read by numpy
+    assert torch.equal(test[1].features, torch.from_numpy(stored)) and torch.equal(test[1].features, test[1].features)
     assert test.ground_truth["database"].keys() == gt["database"].keys()
 
 
@@ -341,6 +327,20 @@ def test_check_reports_problems_without_raising(tiny_copy):
     assert any(train[0] in e and "does not exist" in e for e in report["errors"])
     assert any(train[1] in w and "500 snippets" in w for w in report["warnings"])
     assert "PROBLEMS FOUND" in format_report(report)
+
+
+def test_statistics_by_hand_with_segments_past_the_duration():
+    # A 10 s video: [1, 3] and [2, 4] overlap, [9, 12] ends past the duration, [11, 13] starts past it (THUMOS14
+    # has such instances where a duration was written for the wrong frame rate). Instance lengths as annotated:
+    # 2, 2, 3, 2 s (mean 2.25 s = 3.515625 snippets of 0.64 s); coverage: [1, 4] and [9, 10] inside, 4 / 10.
+    gt = {"database": {"a": {"subset": "test", "duration": 10.0, "annotations": [
+        {"segment": [9.0, 12.0], "label": "x"}, {"segment": [1.0, 3.0], "label": "x"},
+        {"segment": [11.0, 13.0], "label": "y"}, {"segment": [2.0, 4.0], "label": "x"}]}}}
+    stats = ground_truth_statistics(gt, ["a"])
+    assert stats["instance_duration_s"]["mean"] == 2.25 and stats["instance_duration_s"]["min"] == 2.0
+    assert stats["instance_duration_snippets"]["mean"] == pytest.approx(3.5156, abs=1e-4)  # rounded to 4 digits
+    assert stats["action_coverage_fraction"]["mean"] == 0.4
+    assert (stats["instances_per_video"]["mean"], stats["classes_per_video"]["mean"]) == (4, 2)
 
 
 def test_cli_synth_convert_check(tmp_path, capsys):

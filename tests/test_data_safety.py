@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +22,7 @@ from ftcl_plugin.data import (
 )
 from ftcl_plugin.data.cli import detect_layout, main
 from tests.pickle_payloads import unrestricted_load, write_malicious, write_object_npy
-
-TINY = {"num_train": 6, "num_test": 4, "feature_dim": 16, "max_length": 40, "min_length": 12}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny synthetic dataset in the ACM-Net layout (read-only for the tests that share it)."""
-    return generate(tmp_path_factory.mktemp("tiny") / "acmnet", **TINY)
-
-
-@pytest.fixture
-def tiny_copy(tiny, tmp_path) -> Path:
-    """A private copy of ``tiny`` that a test may damage."""
-    return Path(shutil.copytree(tiny, tmp_path / "copy"))
-
+from tests.tiny_dataset import TINY
 
 # ------------------------------------------------------------------------------------------------ no code from data
 

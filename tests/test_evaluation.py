@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ftcl_plugin.evaluation import PRESETS, DetectionMAP, classification_map, detection_map, format_table
 
@@ -175,7 +176,6 @@ def test_classification_map_ties_and_errors():
     # one tied block holding a positive and a negative: a single operating point at precision 1/2
     assert classification_map([[0.5], [0.5]], [[1], [0]]) == pytest.approx(0.5)
     assert classification_map([[0.5], [0.5]], [[0], [1]]) == pytest.approx(0.5)
-    torch = pytest.importorskip("torch")
     assert classification_map(torch.tensor([[0.9, 0.1]]), torch.tensor([[1.0, 0.0]])) == 1.0
     with pytest.raises(ValueError, match="`labels` must have the same shape as `scores`"):
         classification_map(np.zeros((2, 3)), np.zeros((2, 2)))

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ftcl_plugin.evaluation import detection_map
-from ftcl_plugin.localization import LocalizationConfig, localize, results_json, segment_iou, upsample_linear
+from ftcl_plugin.localization import LocalizationConfig, localize, results_json, segment_iou
 
 PLAIN = LocalizationConfig(upsample=1)
-
-
-def test_upsample_matches_scipy_extrapolating_interp1d():
-    interpolate = pytest.importorskip("scipy.interpolate")
-    rng = np.random.default_rng(0)
-    values = rng.random((7, 3))
-    for factor in (1, 3, 20):
-        positions = np.arange(7 * factor) / factor
-        expected = interpolate.interp1d(np.arange(7), values, axis=0, fill_value="extrapolate")(positions)
-        np.testing.assert_allclose(upsample_linear(values, factor), expected, rtol=0, atol=1e-12)
-    assert upsample_linear(np.array([0.3]), 4).tolist() == [0.3] * 4  # one snippet: constant
 
 
 def test_one_plateau_oic_by_hand():
@@ -191,7 +181,6 @@ def test_cola_config_is_invariant_to_cas_scale():
 
 
 def test_tensors_and_no_mutation():
-    torch = pytest.importorskip("torch")
     cas = torch.zeros(10, 1)
     cas[2:5, 0] = 0.9
     before = cas.clone()

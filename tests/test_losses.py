@@ -1,7 +1,8 @@
 """FSDLoss and LCSLoss: hand values, independent float64 references, gradcheck, degenerate batches, errors.
 
-The references below are written from the equations (paper Eq. 2-7, FTCL_NOTES Part C) with plain Python
-floats and numpy float64, independently of ftcl_plugin's kernels.
+The references below are written from the equations (paper Eq. 2-7; the release's recursions as
+docs/losses.md, "Paper and official defaults", and docs/kernels.md, "The recursions", state them) with plain
+Python floats and numpy float64, independently of ftcl_plugin's kernels.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _fsd(mu: np.ndarray, g: np.ndarray, gamma: float = 0.1) -> float:
 
 
 def _lcs(c: np.ndarray, threshold: float, strict: bool) -> float:
-    """Eq. 6 (FTCL_NOTES C.2): a match takes the diagonal, otherwise the larger of up/left."""
+    """Eq. 6: a match takes the diagonal (without comparing it with up/left), otherwise the larger of up/left."""
     rows, cols = c.shape
     table = [[0.0] * (cols + 1) for _ in range(rows + 1)]
     for i in range(1, rows + 1):
@@ -281,6 +282,8 @@ def test_degenerate_batches_are_finite_and_connected(generator, variant, is_posi
     used = inputs if variant == "paper" else [inputs[0], inputs[1], inputs[3]]
     assert all(x.grad is not None for x in used)
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in fsd.parameters())
+    if not is_positive:  # no pair at all: both losses are exactly 0, in both variants
+        assert value.item() == 0.0
     if not any(is_positive) and variant == "paper":
         assert fsd(*inputs, labels).item() == 0.0
 
@@ -288,10 +291,18 @@ def test_degenerate_batches_are_finite_and_connected(generator, variant, is_posi
 def test_zero_vectors_do_not_give_nan(generator):
     inputs = [torch.zeros(2, 3, 6, requires_grad=True) for _ in range(4)]
     labels = torch.tensor([True, False])
+    # By hand. Zero snippets project onto the bias alone, so every projected cosine is 1 and the three FSD
+    # similarities of a pair are equal: the paper's ranking gives softplus(0) + softplus(0) = 2 ln 2 for the one
+    # positive pair. The LCS sees raw zeros (cosine 0 with the eps, no match, r = 0, clamped to 1e-6): BCE
+    # -ln(1e-6) for the positive pair and -ln(1 - 1e-6) for the negative one, averaged. The official variant's
+    # mean differences of equal values are 0.
+    expected = {"paper": (2 * math.log(2), (-math.log(1e-6) - math.log1p(-1e-6)) / 2), "official": (0.0, 0.0)}
     for variant in ("paper", "official"):
-        value = FSDLoss(6, variant=variant)(*inputs, labels) + LCSLoss(variant=variant)(inputs[0], inputs[1], labels)
-        value.backward()
-        assert bool(torch.isfinite(value)) and all(bool(torch.isfinite(x.grad).all()) for x in inputs)
+        fsd = FSDLoss(6, variant=variant)(*inputs, labels)
+        lcs = LCSLoss(variant=variant)(inputs[0], inputs[1], labels)
+        assert (fsd.item(), lcs.item()) == pytest.approx(expected[variant], rel=1e-6)
+        (fsd + lcs).backward()
+        assert all(bool(torch.isfinite(x.grad).all()) for x in inputs)
 
 
 @pytest.mark.parametrize("variant", ["paper", "official"])

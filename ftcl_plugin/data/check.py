@@ -213,7 +213,7 @@ def check_dataset(root: str | os.PathLike, *, layout: Layout = "acmnet", dataset
 
 def ground_truth_statistics(ground_truth: dict[str, Any], videos: list[str],
                             seconds_per_snippet: float = _io.SECONDS_PER_SNIPPET) -> dict[str, Any]:
-    """Summary statistics of the annotations of ``videos`` (same quantities as ``dataset_stats.json``).
+    """Summary statistics of the annotations of ``videos``, in seconds and in snippets.
 
     Args:
         ground_truth: the gt.json dict.
@@ -242,12 +242,13 @@ def ground_truth_statistics(ground_truth: dict[str, Any], videos: list[str],
         instances.append(len(annotations))
         classes.append(len({a["label"] for a in annotations}))
         labels.update(a["label"] for a in annotations)
-        segments = sorted((max(float(a["segment"][0]), 0.0), min(float(a["segment"][1]), duration))
-                          for a in annotations)
+        segments = sorted((float(a["segment"][0]), float(a["segment"][1])) for a in annotations)
+        # Instance lengths as annotated: clipping to the duration would make an instance that starts past it (a
+        # duration written for the wrong frame rate) negative.
         durations.extend(e - s for s, e in segments)
         covered, end = 0.0, 0.0
-        for s, e in segments:  # union length, so overlapping segments are not counted twice
-            s = max(s, end)
+        for s, e in segments:  # union length inside the video, so overlapping segments are not counted twice
+            s, e = max(s, end), min(e, duration)
             if e > s:
                 covered += e - s
                 end = e

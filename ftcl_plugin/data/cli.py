@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--layout", choices=LAYOUTS, default="acmnet")
     synth.add_argument("--out", type=Path, required=True, help="output directory (must not hold a dataset)")
     synth.add_argument("--video-seed", type=int, default=0, help="seed of the video draw (classes stay fixed)")
-    synth.add_argument("--gt-source", type=Path, default=None,
-                       help="plant synthetic features on the videos and segments of this real gt.json")
+    synth.add_argument("--gt-source", default=None,
+                       help="plant synthetic features on the videos and segments of this real gt.json, or of the "
+                            "shipped THUMOS14 ground truth and splits: thumos14")
     synth.add_argument("--dataset-name", default=None, help="W-TALC file prefix (default by preset)")
     synth.add_argument("--num-train", type=int, default=None)
     synth.add_argument("--num-test", type=int, default=None)

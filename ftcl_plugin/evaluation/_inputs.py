@@ -68,6 +68,17 @@ class Source(NamedTuple):
         return f"{self.subject}: {place}"
 
 
+def _object_under(data: Any, key: str, subject: str, layout: str) -> Mapping:
+    """``data[key]`` when ``data`` is a JSON object whose ``key`` holds an object; else ``ValueError`` naming
+    ``subject``, the expected ``layout`` and what was found instead."""
+    part = data.get(key) if isinstance(data, Mapping) else None
+    if not isinstance(part, Mapping):
+        found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else f"it has no '{key}' key"
+                 if key not in data else f"its '{key}' is {_kind(part)}")
+        raise ValueError(f"{subject} must be in {layout}, but {found}.")
+    return part
+
+
 def _kind(value: Any) -> str:
     """What a JSON value is, in JSON's words."""
     if value is None:
@@ -128,12 +139,7 @@ def load_ground_truth(ground_truth: GroundTruthLike, subset: str) -> GroundTruth
     else:
         raise TypeError(f"`ground_truth` must be a gt.json path, a shipped name ({', '.join(shipped.NAMES)}) or "
                         f"a gt.json dict, but got {type(ground_truth).__name__}.")
-    database = data.get("database") if isinstance(data, Mapping) else None
-    if not isinstance(database, Mapping):
-        found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else "it has no 'database' key"
-                 if "database" not in data else f"its 'database' is {_kind(database)}")
-        raise ValueError(f"{subject} must be in the gt.json layout {{'database': {{video: {{...}}}}}}, "
-                         f"but {found}.")
+    database = _object_under(data, "database", subject, "the gt.json layout {'database': {video: {...}}}")
     videos, video_idx, labels, starts, ends = [], [], [], [], []
     subsets_seen: set[str] = set()
     for video, entry in database.items():
@@ -222,12 +228,8 @@ def _scores(scores: Sequence[Any]) -> np.ndarray | int:
 
 
 def _flatten_results(data: Any, source: Source) -> Predictions:
-    results = data.get("results") if isinstance(data, Mapping) else None
-    if not isinstance(results, Mapping):
-        found = (f"it is {_kind(data)}" if not isinstance(data, Mapping) else "it has no 'results' key"
-                 if "results" not in data else f"its 'results' is {_kind(results)}")
-        raise ValueError(f"{source.subject} must be in the ActivityNet results layout "
-                         f"{{'results': {{video: [...]}}}}, but {found}.")
+    results = _object_under(data, "results", source.subject,
+                            "the ActivityNet results layout {'results': {video: [...]}}")
     videos: list[str] = []
     counts: list[int] = []
     segments: list[Any] = []

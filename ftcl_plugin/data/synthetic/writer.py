@@ -19,6 +19,9 @@ from .features import synthesize
 from .videos import VideoLayout, _layouts_from_ground_truth, draw_layouts
 from .world import World, build_world
 
+# Shipped ground truths with train and test split files (ActivityNet1.3's shipped videos are all "validation").
+_SHIPPED_WITH_SPLITS = ("thumos14",)
+
 
 def _ground_truth(layouts: dict[str, list[VideoLayout]], world: World, version: str) -> dict[str, Any]:
     database: dict[str, Any] = {}
@@ -49,7 +52,9 @@ def generate(out: str | os.PathLike, *, preset: Preset = "thumos14-like", size: 
         difficulty: ``"standard"``, ``"hard"`` or ``"order"``.
         layout: ``"acmnet"``, ``"cola"`` or ``"wtalc"``.
         gt_source: a real gt.json whose videos, durations and segments to reuse (features are synthetic); its
-            ``split_{train,test}.txt`` beside it choose the splits when present, else its subsets do.
+            ``split_{train,test}.txt`` beside it choose the splits when present, else its subsets do. The string
+            ``"thumos14"`` names the THUMOS14 ground truth shipped in :mod:`ftcl_plugin.evaluation.ground_truth`
+            with its shipped split files (200 training, 210 test videos).
         dataset_name: W-TALC file prefix; ``Thumos14reduced`` / ``ActivityNet1.2`` by preset, so W-TALC tools run
             unchanged.
         **overrides: any :class:`SyntheticConfig` field (``num_train``, ``feature_dim``, ``video_seed``, ...).
@@ -75,8 +80,7 @@ def generate(out: str | os.PathLike, *, preset: Preset = "thumos14-like", size: 
     if (out / "gt.json").exists():
         raise ValueError(f"{out} already holds a dataset (gt.json); choose an empty directory.")
     if gt_source is not None:
-        ground_truth = _io.load_ground_truth(gt_source)
-        splits = _splits_of(Path(gt_source), ground_truth)
+        ground_truth, splits = _real_source(gt_source)
         world = build_world(config, _io.class_names_of(ground_truth))
         layouts = _layouts_from_ground_truth(ground_truth, splits, world, config)
         ground_truth = {**ground_truth, "database": {v: ground_truth["database"][v]
@@ -107,6 +111,20 @@ def generate(out: str | os.PathLike, *, preset: Preset = "thumos14-like", size: 
     }
     _io.write_json(out / "synthetic.json", metadata)
     return out
+
+
+def _real_source(gt_source: str | os.PathLike) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The ground truth and the train/test video lists of ``generate``'s ``gt_source`` (a shipped name or a path)."""
+    # Imported here: the evaluation package brings pandas, which generating without a real source does not need.
+    from ...evaluation import ground_truth as shipped
+
+    if isinstance(gt_source, str) and gt_source in shipped.NAMES:
+        if gt_source not in _SHIPPED_WITH_SPLITS:
+            raise ValueError(f"`gt_source` {gt_source!r} is shipped without train/test split files; use one of "
+                             f"{', '.join(map(repr, _SHIPPED_WITH_SPLITS))} or a gt.json path.")
+        return shipped.load(gt_source), {split: shipped.split(gt_source, split) for split in _io.SPLITS}
+    ground_truth = _io.load_ground_truth(gt_source)
+    return ground_truth, _splits_of(Path(gt_source), ground_truth)
 
 
 def _splits_of(gt_path: Path, ground_truth: dict[str, Any]) -> dict[str, list[str]]:
