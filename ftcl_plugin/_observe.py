@@ -41,7 +41,8 @@ class GradientShare:
 
     Each training call routes the features through a probe. In the backward pass the probe sees FTCL's share of
     the gradient as it passes and a hook on the features sees the total once every contribution is summed, so
-    ``host = total - ftcl`` needs no second backward pass (several backward passes of one step add up).
+    ``host = total - ftcl`` needs no second backward pass (several backward passes of one step add up). When the
+    features are a view (a transpose, a slice), both sit on the tensor it views, where the host's own loss reads.
 
     The next call folds that measurement into two running means (decay ``decay``): FTCL's *unweighted*
     gradient norm (its measured norm over the weight it used) and the unweighted ratio ``rho = ftcl / host``.
@@ -116,9 +117,17 @@ class GradientShare:
                     own_sq.add_(own_part)
                 ratio.copy_(own_sq.sqrt() / host_sq.sqrt().clamp(min=torch.finfo(torch.float64).tiny))
 
-        features.register_hook(on_total)
+        # A host usually computes on one layout and hands FTCL a view of it (``x.transpose(1, 2)`` of a (B, D, T)
+        # conv output): its own loss then reads the base tensor, not the view, and a hook on the view would miss
+        # the host's gradient. So the probe and the hook sit on the base, and FTCL reads the view rebuilt from it.
+        base = features._base
+        target = base if base is not None and base.requires_grad else features
+        target.register_hook(on_total)
         self._pending = (own_sq, host_sq, fired, weight.detach().to(torch.float64))
-        return _Probe.apply(features, record)
+        probed = _Probe.apply(target, record)
+        if target is features:
+            return probed
+        return probed.as_strided(features.size(), features.stride(), features.storage_offset())
 
     def _fold(self) -> None:
         """Fold the last probed call's measurement into the running means (no-op if it had no backward)."""

@@ -380,3 +380,22 @@ def test_features_dtype_other_than_the_parameters_is_cast(generator):
     half = ftcl.forward_terms(features.half(), attention.half(), LABELS)
     cast = ftcl.forward_terms(features.half().float(), attention.half().float(), LABELS)
     assert half.loss.dtype == torch.float32 and half.loss.item() == cast.loss.item()
+
+
+def test_grad_ratio_sees_the_host_through_the_tensor_a_view_comes_from(generator):
+    # The usual host: a (B, D, T) conv output that its own loss reads, handed to FTCL as a (B, T, D) view.
+    base_leaf = torch.rand(4, 8, 12, generator=generator, dtype=torch.float64, requires_grad=True)
+    attention = torch.rand(4, 12, generator=generator, dtype=torch.float64)
+    ftcl = FTCL(8, warmup_steps=0, max_grad_ratio=None).double()
+    twin = copy.deepcopy(ftcl)
+    conv_output = base_leaf * 1.0
+    host_loss = 0.01 * conv_output.pow(2).sum()          # reads the (B, D, T) tensor, never the view
+    loss = host_loss + ftcl(conv_output.transpose(1, 2), attention, LABELS)
+    loss.backward()
+    # independent: the two gradients on the (B, D, T) tensor by plain autograd
+    again = base_leaf * 1.0
+    host_grad = torch.autograd.grad(0.01 * again.pow(2).sum(), again)[0]
+    ftcl_grad = torch.autograd.grad(twin(again.transpose(1, 2), attention, LABELS), again)[0]
+    assert float(ftcl.last_terms.grad_ratio) == pytest.approx(float(ftcl_grad.norm() / host_grad.norm()), rel=1e-6)
+    # and FTCL's gradient itself is unchanged by the probe
+    torch.testing.assert_close(base_leaf.grad, host_grad + ftcl_grad)

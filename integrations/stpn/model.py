@@ -88,14 +88,22 @@ class STPNStream(nn.Module):
         Returns:
             ``(hidden, attention, video_logits, tcam)``.
         """
-        hidden = F.relu(self.hidden(features))
+        hidden = self.embed(features)
+        return (hidden, *self.heads(hidden, features, valid))
+
+    def embed(self, features: Tensor) -> Tensor:
+        """The attention's hidden layer ``h_t = ReLU(W1 x_t + b1)``, ``(B, T, hidden_dim)``."""
+        return F.relu(self.hidden(features))
+
+    def heads(self, hidden: Tensor, features: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(attention, video_logits, tcam)`` from the hidden layer and the stream's features."""
         attention = torch.sigmoid(self.attend(hidden)[..., 0]) * valid
         pooled = torch.einsum("bt,btd->bd", attention, features)
         if self.pooling == "mean":
             pooled = pooled / valid.sum(dim=1, keepdim=True).clamp_min(1).to(pooled.dtype)
         video_logits = self.classifier(pooled)
         tcam = F.linear(features, self.classifier.weight)  # a_t = W3 x_t, no bias
-        return hidden, attention, video_logits, tcam
+        return attention, video_logits, tcam
 
 
 class STPN(Baseline):
@@ -165,15 +173,18 @@ class STPN(Baseline):
         else:
             valid = torch.arange(length, device=features.device)[None] < lengths[:, None]
         extras: dict[str, Tensor] = {}
-        hidden = []
-        for name, stream, part in (("rgb", self.rgb, features[..., : self.rgb_dim]),
-                                   ("flow", self.flow, features[..., self.rgb_dim:])):
-            h, attention, logits, tcam = stream(part, valid)
-            hidden.append(h)
+        parts = (features[..., : self.rgb_dim], features[..., self.rgb_dim:])
+        # FTCL's embedding [h_RGB || h_FLOW] is the tensor the attention heads read (each its half), so the
+        # gradient of STPN's own loss on the embedding is where FTCL measures its share.
+        embedding = torch.cat([self.rgb.embed(parts[0]), self.flow.embed(parts[1])], dim=2)
+        width = embedding.shape[2] // 2
+        for name, stream, part, h in (("rgb", self.rgb, parts[0], embedding[..., :width]),
+                                      ("flow", self.flow, parts[1], embedding[..., width:])):
+            attention, logits, tcam = stream.heads(h, part, valid)
             extras[f"{name}_attention"], extras[f"{name}_logits"], extras[f"{name}_tcam"] = attention, logits, tcam
         psi = [extras[f"{s}_attention"][..., None] * torch.sigmoid(extras[f"{s}_tcam"]) for s in self.streams]
         video_scores = torch.maximum(torch.sigmoid(extras["rgb_logits"]), torch.sigmoid(extras["flow_logits"]))
-        return BaselineOutput(embedding=torch.cat(hidden, dim=2),
+        return BaselineOutput(embedding=embedding,
                               attention=(extras["rgb_attention"] + extras["flow_attention"]) / 2,
                               cas=(psi[0] + psi[1]) / 2, video_scores=video_scores, extras=extras)
 
