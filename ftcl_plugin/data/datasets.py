@@ -10,6 +10,7 @@ import abc
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,6 +150,38 @@ class _FeatureDataset(Dataset, abc.ABC):
         check_number(epoch, "epoch", minimum=0, integer=True)
         self.epoch = epoch
         self._draws.clear()
+
+    def skip_reads(self, indices: Iterable[int]) -> None:
+        """Count one read of each video in ``indices`` without reading it.
+
+        A video's temporal sample is seeded by how often it was read before in the epoch. A resumed epoch skips the
+        batches it already trained; counting their reads here makes every later read draw what an uninterrupted
+        epoch would have drawn.
+
+        Args:
+            indices: video indices, counted once per occurrence.
+
+        Raises:
+            IndexError: for an index out of range (nothing is counted then).
+
+        Example:
+            >>> import tempfile
+            >>> from ftcl_plugin.data.synthetic import generate
+            >>> root = generate(tempfile.mkdtemp(), num_train=2, num_test=1, feature_dim=4, min_length=32,
+            ...                 max_length=32)
+            >>> straight = open_dataset(root, "train", num_segments=4, sampling="random", seed=0)
+            >>> first, second = straight[0], straight[0]  # the second read of a video draws another sample
+            >>> resumed = open_dataset(root, "train", num_segments=4, sampling="random", seed=0)
+            >>> resumed.skip_reads([0])  # the first read happened before the interruption
+            >>> torch.equal(resumed[0].features, second.features), torch.equal(second.features, first.features)
+            (True, False)
+        """
+        indices = [int(index) for index in indices]
+        for index in indices:
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"index {index} is out of range for a dataset of {len(self)} videos.")
+        for index in indices:
+            self._draws[index % len(self)] += 1
 
     def __len__(self) -> int:
         return len(self.videos)
