@@ -367,14 +367,10 @@ def test_train_script_entry_point(name, capsys, monkeypatch):
     assert f"integrations/{name}/train.py" in capsys.readouterr().out
 
 
-# W-TALC's batches draw videos with replacement, so a video can be read twice in one epoch; the data layer seeds
-# each read by how often the video was read before in the epoch, and a resumed epoch skips its first batches
-# without reading them, so a repeated video gets a different random crop. Exact once the runner counts the reads
-# of the batches it skips.
-_WTALC_RESUME = pytest.mark.xfail(strict=True, reason="reads skipped on resume are not counted by the data layer")
-
-
-@pytest.mark.parametrize("name", [n if n != "wtalc" else pytest.param(n, marks=_WTALC_RESUME) for n in NAMES])
+# W-TALC's batches draw videos with replacement, so a video can be read twice in one epoch, and each read's crop is
+# seeded by how often the video was read before in the epoch: the runner counts the reads of the batches a resumed
+# epoch skips (``skip_reads``), so the repeated video gets the crop of the uninterrupted run.
+@pytest.mark.parametrize("name", NAMES)
 def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path, name):
     from integrations.common.runner import main
 

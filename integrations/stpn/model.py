@@ -30,6 +30,7 @@ run, on a min-max normalised CAM, scores a run by its maximum and applies NMS pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -235,6 +236,20 @@ class STPN(Baseline):
         return (to_numpy(torch.cat(scores, dim=1)), to_numpy(output.video_scores[0]),
                 to_numpy(torch.cat(signals, dim=1)))
 
+    @classmethod
+    def shared_options(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``stream_threshold`` from ``localization.class_threshold``: one class threshold for the per-stream gate
+        and the localization's class selection.
+
+        Args:
+            config: the whole resolved config.
+
+        Returns:
+            ``{"stream_threshold": ...}``, or nothing when ``[localization]`` does not set the threshold.
+        """
+        threshold = config.get("localization", {}).get("class_threshold")
+        return {} if threshold is None else {"stream_threshold": float(threshold)}
+
     def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
         """The mean of the two streams' weighted T-CAMs ``psi`` and of their attentions, in ``[0, 1]``.
 
@@ -248,21 +263,5 @@ class STPN(Baseline):
         return to_numpy(output.cas[0]), to_numpy(output.attention[0])
 
 
-def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> STPN:
-    """STPN from the ``[model]`` table of ``integrations/stpn/configs/<dataset>.toml``.
-
-    Args:
-        config: the ``[model]`` table, with the whole config under ``"_all"`` (``localization.class_threshold``
-            sets ``stream_threshold`` unless ``[model]`` does).
-        num_classes: ``C``.
-        feature_dim: ``D``.
-
-    Returns:
-        The model.
-    """
-    options = {key: value for key, value in config.items() if key != "_all"}
-    # One class threshold for the per-stream gate and the localization's class selection, from [localization].
-    threshold = config.get("_all", {}).get("localization", {}).get("class_threshold")
-    if threshold is not None:
-        options.setdefault("stream_threshold", float(threshold))
-    return STPN(feature_dim, num_classes, **options)
+#: The runner's factory: ``build_model(config, *, num_classes, feature_dim)`` (:meth:`Baseline.from_config`).
+build_model = STPN.from_config
