@@ -10,7 +10,7 @@ import abc
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,15 +151,11 @@ class _FeatureDataset(Dataset, abc.ABC):
         self.epoch = epoch
         self._draws.clear()
 
-    def skip_reads(self, indices: Iterable[int]) -> None:
-        """Count one read of each video in ``indices`` without reading it.
+    def skip_reads(self, indices: Sequence[int]) -> None:
+        """Count one read of each video in ``indices`` (once per occurrence) without reading it.
 
-        A video's temporal sample is seeded by how often it was read before in the epoch. A resumed epoch skips the
-        batches it already trained; counting their reads here makes every later read draw what an uninterrupted
-        epoch would have drawn.
-
-        Args:
-            indices: video indices, counted once per occurrence.
+        A read's temporal sample is seeded by the video's earlier reads in the epoch, so a resumed epoch that skips
+        its first batches counts their reads here and then draws what an uninterrupted epoch would have drawn.
 
         Raises:
             IndexError: for an index out of range (nothing is counted then).
@@ -167,21 +163,17 @@ class _FeatureDataset(Dataset, abc.ABC):
         Example:
             >>> import tempfile
             >>> from ftcl_plugin.data.synthetic import generate
-            >>> root = generate(tempfile.mkdtemp(), num_train=2, num_test=1, feature_dim=4, min_length=32,
-            ...                 max_length=32)
-            >>> straight = open_dataset(root, "train", num_segments=4, sampling="random", seed=0)
-            >>> first, second = straight[0], straight[0]  # the second read of a video draws another sample
-            >>> resumed = open_dataset(root, "train", num_segments=4, sampling="random", seed=0)
-            >>> resumed.skip_reads([0])  # the first read happened before the interruption
+            >>> root = generate(tempfile.mkdtemp(), num_train=2, num_test=1, feature_dim=4, min_length=32)
+            >>> straight, resumed = (open_dataset(root, "train", num_segments=4, seed=0) for _ in range(2))
+            >>> first, second = straight[0], straight[0]  # a second read draws another sample
+            >>> resumed.skip_reads([0])
             >>> torch.equal(resumed[0].features, second.features), torch.equal(second.features, first.features)
             (True, False)
         """
-        indices = [int(index) for index in indices]
-        for index in indices:
-            if not -len(self) <= index < len(self):
-                raise IndexError(f"index {index} is out of range for a dataset of {len(self)} videos.")
-        for index in indices:
-            self._draws[index % len(self)] += 1
+        bad = next((index for index in indices if not -len(self) <= index < len(self)), None)
+        if bad is not None:
+            raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} videos.")
+        self._draws.update(int(index) % len(self) for index in indices)  # Counter.update counts occurrences
 
     def __len__(self) -> int:
         return len(self.videos)
