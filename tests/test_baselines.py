@@ -19,6 +19,8 @@ if str(ROOT) not in sys.path:
 from integrations.cola.model import CoLA, hard_rings, masked_topk_mean, snippet_contrast  # noqa: E402
 from integrations.stpn.model import STPN  # noqa: E402
 from integrations.wtalc.model import WTALC, co_activity_loss  # noqa: E402
+from tests.tiny_runs import TINY as TINY_RUN  # noqa: E402
+from tests.tiny_runs import tiny_dataset  # noqa: E402
 
 NAMES = ["cola", "wtalc", "stpn"]
 B, T, D, C = 2, 16, 64, 5
@@ -324,17 +326,13 @@ def test_stpn_ftcl_gradient_reaches_both_attention_hidden_layers():
 
 # ---- runner smoke runs ------------------------------------------------------------------------------------------
 
-# Tiny runs through integrations/<name>/train.py's entry point: 32-snippet clips, batch 4, a few steps.
-TINY = ["--set", "data.train_segments=32", "--set", "data.test_segments=64", "--set", "optim.batch_size=4",
-        "--set", "optim.lr=1e-3", "--set", "ftcl.warmup_steps=2", "--no-plot"]
+# Tiny runs (tests/tiny_runs.py) through integrations/<name>/train.py's entry point.
+TINY = [*TINY_RUN, "--set", "optim.lr=1e-3"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ftcl_plugin.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("tiny-baselines")
-    return Path(generate(root / "data", num_train=12, num_test=6, num_classes=4, feature_dim=32, max_length=60))
+    return tiny_dataset(tmp_path_factory.mktemp("tiny-baselines"))
 
 
 @pytest.mark.parametrize("ftcl", ["--ftcl", "--no-ftcl"])

@@ -17,20 +17,17 @@ import torch
 from integrations.acmnet.model import build_model
 from integrations.common.report import markdown_table, paired_stats
 from integrations.common.runner import main
+from tests.tiny_runs import TINY as TINY_RUN
+from tests.tiny_runs import tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny runs: 32-snippet clips, batch 4, a learning rate that moves a tiny model within a few steps.
-TINY = ["--set", "data.train_segments=32", "--set", "data.test_segments=64", "--set", "optim.batch_size=4",
-        "--set", "optim.lr=3e-3", "--set", "ftcl.warmup_steps=2", "--no-plot"]
+# Tiny runs (tests/tiny_runs.py) with a learning rate that moves a tiny model within a few steps.
+TINY = [*TINY_RUN, "--set", "optim.lr=3e-3"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ftcl_plugin.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("tiny")
-    # Four classes, so batches of four hold same-class pairs and FTCL has work to do.
-    return Path(generate(root / "data", num_train=12, num_test=6, feature_dim=32, max_length=60, num_classes=4))
+    return tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 def _run(args: list[str]) -> int:

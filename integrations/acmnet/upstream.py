@@ -15,15 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from integrations.common import upstream_driver as shared
 from integrations.common.context import Context
-from integrations.common.upstream_driver import (
-    UpstreamModel,
-    UpstreamRun,
-    attachable_ftcl,
-    epoch_row,
-    load_init_from,
-    seed_everything,
-)
 from patches import acmnet as patch
 from patches._common import UpstreamSession
 
@@ -50,7 +43,7 @@ class _Capped:
         return min(len(self.loader), self.budget)
 
 
-def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
+def drive(up: UpstreamSession, ctx: Context, out: Path) -> shared.UpstreamRun:
     """Train and evaluate the checkout's ACM-Net with FTCL (see the module docstring).
 
     Args:
@@ -66,7 +59,7 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
                                      settings.train.iterations)
     pieces = patch.load(up)
     pieces.set_random_seed(seed)
-    seed_everything(seed)
+    shared.seed_everything(seed)
     save_dir = out / "upstream"
     save_dir.mkdir(exist_ok=True)
     up_args = patch.build_args(
@@ -76,13 +69,14 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         action_cls_num=len(ctx.class_names), feature_dim=ctx.feature_dim, save_dir=str(save_dir), device=ctx.device,
     )
     model = pieces.ACMNet(up_args)
-    load_init_from(model, ctx.settings.meta.init_from)  # main_thu.main loads --checkpoint here, before .to(device)
+    # main_thu.main loads --checkpoint here, before .to(device).
+    shared.load_init_from(model, ctx.settings.meta.init_from)
     model = model.to(ctx.device)
     # As main_thu.main builds them.
     optimizer = torch.optim.Adam(model.parameters(), lr=up_args.lr, betas=(0.9, 0.999),
                                  weight_decay=up_args.weight_decay)
     criterion = pieces.ACMLoss(lamb1=up_args.loss_lamb_1, lamb2=up_args.loss_lamb_2, lamb3=up_args.loss_lamb_3)
-    attachment = patch.attach(model, optimizer, criterion, attachable_ftcl(ctx, up_args.feature_dim))
+    attachment = patch.attach(model, optimizer, criterion, shared.attachable_ftcl(ctx, up_args.feature_dim))
     train_set = pieces.build_dataset(up_args, phase="train", sample="random")
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))
@@ -96,7 +90,7 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         before = len(attachment.history)
         logged = pieces.train(up_args, model, capped, criterion, optimizer)  # the upstream's epoch, FTCL inside
         step += capped.taken
-        history.append(epoch_row(epoch + 1, step, logged, attachment.history[before:]))
+        history.append(shared.epoch_row(epoch + 1, step, logged, attachment.history[before:]))
     attachment.remove()
     test_set = pieces.build_dataset(up_args, phase="test", sample="uniform")
     test_loader = DataLoader(test_set, batch_size=1, shuffle=False, num_workers=0)
@@ -114,5 +108,5 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         # instance attention channel.
         return act_inst_cas[0, :, :num_classes], act_inst_cls[0, :num_classes], temp_att[0, :, 0]
 
-    return UpstreamRun(model=UpstreamModel("acmnet", model, run), history=history, evaluation=own,
-                       ftcl_steps=len(attachment.history))
+    return shared.UpstreamRun(model=shared.UpstreamModel("acmnet", model, run), history=history, evaluation=own,
+                              ftcl_steps=len(attachment.history))

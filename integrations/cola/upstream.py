@@ -15,18 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from integrations.common import upstream_driver as shared
 from integrations.common.baseline import minmax_over_time
 from integrations.common.context import Context
-from integrations.common.upstream_driver import (
-    RecordingWriter,
-    UpstreamModel,
-    UpstreamRun,
-    attachable_ftcl,
-    epoch_row,
-    load_init_from,
-    seed_everything,
-    total_steps,
-)
 from patches import cola as patch
 from patches._common import UpstreamSession
 
@@ -46,7 +37,7 @@ def _first_rate(value: Any) -> float:
     return float(inner.split(",")[0])
 
 
-def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
+def drive(up: UpstreamSession, ctx: Context, out: Path) -> shared.UpstreamRun:
     """Train and evaluate the checkout's CoLA with FTCL (see the module docstring).
 
     Args:
@@ -74,19 +65,19 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
     cfg.OUTPUT_PATH = str(save_dir)
     cfg.BATCH_SIZE = ctx.settings.optim.batch_size
     pieces.utils.set_seed(seed)
-    seed_everything(seed)
+    shared.seed_everything(seed)
     net = pieces.CoLA(cfg)
-    load_init_from(net, ctx.settings.meta.init_from)
+    shared.load_init_from(net, ctx.settings.meta.init_from)
     net = net.cuda()  # the upstream's own call; the session sends it to the chosen device
     optimizer = torch.optim.Adam(net.parameters(), lr=_first_rate(cfg.LR), betas=(0.9, 0.999),
                                  weight_decay=0.0005)  # as main()
     criterion = pieces.TotalLoss()
-    attachment = patch.attach(net, optimizer, criterion, attachable_ftcl(ctx, patch.embedding_dim(net)))
+    attachment = patch.attach(net, optimizer, criterion, shared.attachable_ftcl(ctx, patch.embedding_dim(net)))
     loader = DataLoader(_features(pieces, cfg, "train", "random"), batch_size=cfg.BATCH_SIZE, shuffle=True,
                         num_workers=0, generator=torch.Generator().manual_seed(seed))
     per_epoch = len(loader)
-    total = total_steps(ctx, per_epoch)
-    writer = RecordingWriter()
+    total = shared.total_steps(ctx, per_epoch)
+    writer = shared.RecordingWriter()
     history: list[dict[str, Any]] = []
     marks, before = writer.marks(), 0
     loader_iter = iter(loader)
@@ -95,7 +86,7 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
             loader_iter = iter(loader)  # as main(): a fresh pass over the loader every len(loader) steps
         pieces.train_one_step(net, loader_iter, optimizer, criterion, writer, step)  # the upstream step
         if step % per_epoch == 0 or step == total:
-            history.append(epoch_row(math.ceil(step / per_epoch), step, writer.means_since(marks),
+            history.append(shared.epoch_row(math.ceil(step / per_epoch), step, writer.means_since(marks),
                                      attachment.history[before:]))
             marks, before = writer.marks(), len(attachment.history)
     attachment.remove()
@@ -116,8 +107,8 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         # As test_all reads them: min-max normalised CAS and actionness, softmax video scores.
         return minmax_over_time(cas[0]), video_scores[0], minmax_over_time(actionness[0][:, None])[:, 0]
 
-    return UpstreamRun(model=UpstreamModel("cola", net, run), history=history, evaluation=own,
-                       ftcl_steps=len(attachment.history))
+    return shared.UpstreamRun(model=shared.UpstreamModel("cola", net, run), history=history, evaluation=own,
+                              ftcl_steps=len(attachment.history))
 
 
 def _features(pieces: Any, cfg: Any, mode: str, sampling: str) -> Any:

@@ -6,14 +6,14 @@ Each ``integrations/<name>/model.py`` defines a :class:`Baseline` subclass and n
 
 where ``config`` is the ``[model]`` table of ``integrations/<name>/configs/<dataset>.toml`` (plus the whole resolved
 config under the key ``"_all"`` for baselines that take an option from another table, see
-:meth:`Baseline.shared_options`).
+:attr:`Baseline.shared_options`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -60,13 +60,18 @@ class Baseline(nn.Module):
     name: str = "baseline"
     embedding_dim: int = 0
 
+    #: Constructor options this baseline takes from other tables of the whole config, as
+    #: ``{option: (table, key)}``: one number two tables need is set once (STPN's class threshold, W-TALC's
+    #: same-class pairs per batch). A key of ``[model]`` wins.
+    shared_options: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
     @classmethod
     def from_config(cls: type[_B], config: Mapping[str, Any], *, num_classes: int, feature_dim: int) -> _B:
         """The baseline built from its ``[model]`` table: ``cls(feature_dim, num_classes, **table)``.
 
         Args:
             config: the ``[model]`` table, with the whole resolved config under the key ``"_all"`` when there is
-                one (read by :meth:`shared_options`; a key of ``[model]`` wins over it).
+                one (read for :attr:`shared_options`).
             num_classes: ``C``.
             feature_dim: ``D``.
 
@@ -76,23 +81,10 @@ class Baseline(nn.Module):
         Raises:
             TypeError: for a ``[model]`` key the constructor does not take.
         """
-        options = {key: value for key, value in config.items() if key != "_all"}
-        return cls(feature_dim, num_classes, **(cls.shared_options(config.get("_all", {})) | options))
-
-    @classmethod
-    def shared_options(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Constructor options a baseline takes from other tables of the whole config (default: none).
-
-        One number that two tables need (STPN's class threshold, W-TALC's same-class pairs per batch) is then set
-        once. The ``[model]`` table overrides what this returns.
-
-        Args:
-            config: the whole resolved config (empty when the caller passed only the ``[model]`` table).
-
-        Returns:
-            Constructor keywords.
-        """
-        return {}
+        whole = config.get("_all", {})
+        shared = {option: whole[table][key] for option, (table, key) in cls.shared_options.items()
+                  if key in whole.get(table, {})}
+        return cls(feature_dim, num_classes, **(shared | {k: v for k, v in config.items() if k != "_all"}))
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> BaselineOutput:  # pragma: no cover
         """Run the model on a batch.

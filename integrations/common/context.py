@@ -8,6 +8,7 @@ paired protocol.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,6 +169,10 @@ def builtin_root(data: DataSettings, layout: str) -> Path:
     return Path(builtin(data.builtin, size=data.size, difficulty=data.difficulty, layout=layout))
 
 
+#: FTCL's own default variant, which the ``fsd_loss`` / ``lcs_loss`` sub-tables follow when ``variant`` is not set.
+_DEFAULT_VARIANT = inspect.signature(FTCL).parameters["variant"].default
+
+
 def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
     """The FTCL module of the ``[ftcl]`` settings: ``FTCL(feature_dim=E, **settings.options)``.
 
@@ -185,7 +190,7 @@ def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
         ``FTCL(feature_dim=E, ...)``.
     """
     options = dict(settings.options)
-    variant = options.get("variant", "paper")
+    variant = options.get("variant", _DEFAULT_VARIANT)
     if "fsd_loss" in options:
         options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **_with_measure(options["fsd_loss"]))
     if "lcs_loss" in options:

@@ -30,8 +30,7 @@ run, on a min-max normalised CAM, scores a run by its maximum and applies NMS pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -131,6 +130,8 @@ class STPN(Baseline):
     """
 
     name = "stpn"
+    # One class threshold for the per-stream gate and the localization's class selection.
+    shared_options = {"stream_threshold": ("localization", "class_threshold")}
     streams = ("rgb", "flow")
 
     def __init__(self, feature_dim: int, num_classes: int, *, rgb_dim: int | None = None, hidden_dim: int = 256,
@@ -235,20 +236,6 @@ class STPN(Baseline):
             signals.append(attention * torch.sigmoid(ex[f"{name}_tcam"][0]) * passed)
         return (to_numpy(torch.cat(scores, dim=1)), to_numpy(output.video_scores[0]),
                 to_numpy(torch.cat(signals, dim=1)))
-
-    @classmethod
-    def shared_options(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """``stream_threshold`` from ``localization.class_threshold``: one class threshold for the per-stream gate
-        and the localization's class selection.
-
-        Args:
-            config: the whole resolved config.
-
-        Returns:
-            ``{"stream_threshold": ...}``, or nothing when ``[localization]`` does not set the threshold.
-        """
-        threshold = config.get("localization", {}).get("class_threshold")
-        return {} if threshold is None else {"stream_threshold": float(threshold)}
 
     def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
         """The mean of the two streams' weighted T-CAMs ``psi`` and of their attentions, in ``[0, 1]``.

@@ -20,15 +20,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ftcl_plugin.data import ClassPairSampler, open_dataset
+from integrations.common import upstream_driver as shared
 from integrations.common.context import Context
-from integrations.common.upstream_driver import (
-    UpstreamModel,
-    UpstreamRun,
-    attachable_ftcl,
-    epoch_row,
-    load_init_from,
-    seed_everything,
-)
 from patches import stpn as patch
 from patches._common import UpstreamSession
 
@@ -63,7 +56,7 @@ def _labels(dataset: Any) -> Tensor:
     return labels
 
 
-def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
+def drive(up: UpstreamSession, ctx: Context, out: Path) -> shared.UpstreamRun:
     """Train the checkout's STPN stream with FTCL (see the module docstring).
 
     Args:
@@ -78,20 +71,21 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
     seed, stream, epochs, cap = (settings.train.seed, settings.upstream.stream, settings.train.epochs,
                                  settings.train.iterations)
     pieces = patch.load(up, mode=stream)
-    seed_everything(seed)
+    shared.seed_everything(seed)
     train_full = open_dataset(ctx.root, "train", layout="acmnet", num_segments=None, sampling="full")
     data_dir = out / "stpn_data"
     patch.write_layout(data_dir, train_full.ground_truth, list(ctx.class_names),
                        {"train": [(train_full.videos[i], train_full[i].features.numpy())
                                   for i in range(len(train_full))]}, streams=(stream,))
     dataset = pieces.Thumos(str(data_dir / "thumos14_val.json"), str(data_dir / "features"), 1, stream, True)
-    sampler = ClassPairSampler(_labels(dataset), settings.optim.batch_size, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    sampler = ClassPairSampler(_labels(dataset), settings.optim.batch_size, generator=generator)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_pad_collate, num_workers=0)
     model = pieces.get_model(0, patch.NUM_CLASSES)  # calls .cuda(); the session sends it to the chosen device
-    load_init_from(model, ctx.settings.meta.init_from)
+    shared.load_init_from(model, ctx.settings.meta.init_from)
     criterion = torch.nn.BCELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # adjust_learning_rate sets it every epoch anyway
-    attachment = patch.attach(model, optimizer, criterion, attachable_ftcl(ctx, int(model.fc1.out_features)))
+    attachment = patch.attach(model, optimizer, criterion, shared.attachable_ftcl(ctx, int(model.fc1.out_features)))
     history: list[dict[str, Any]] = []
     step = 0
     model.train(True)
@@ -111,7 +105,7 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
             optimizer.step()
             losses.append(float(loss.detach()))
             step += 1
-        history.append(epoch_row(epoch + 1, step, {"train_loss": float(np.mean(losses)) if losses else math.nan},
+        history.append(shared.epoch_row(epoch + 1, step, {"train_loss": float(np.mean(losses)) if losses else math.nan},
                                  attachment.history[before:]))
         print(f"epoch {epoch + 1}/{epochs}  {stream} loss {history[-1]['train_loss']:.4f}  steps {step}")
     attachment.remove()
@@ -137,5 +131,6 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         return attention[0] * tcam, scores, psi
 
     # The plot shows psi, the [0, 1] signal the runs are cut from, as the clean-room STPN's plot does.
-    return UpstreamRun(model=UpstreamModel("stpn", model, run, plot=lambda cas, psi: (psi, None)), history=history,
-                       evaluation=own, ftcl_steps=len(attachment.history), extra={"stream": stream})
+    wrapped = shared.UpstreamModel("stpn", model, run, plot=lambda cas, psi: (psi, None))
+    return shared.UpstreamRun(model=wrapped, history=history, evaluation=own, ftcl_steps=len(attachment.history),
+                              extra={"stream": stream})

@@ -19,8 +19,7 @@ logit plus 0.7 times the gate; no NMS. :meth:`WTALC.inference` and ``configs/*.t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -211,6 +210,8 @@ class WTALC(Baseline):
     """
 
     name = "wtalc"
+    # The adjacent CASL pairs are the sampler's same-class pairs: one count for both.
+    shared_options = {"num_pairs": ("data", "similar_pairs")}
 
     def __init__(self, feature_dim: int, num_classes: int, *, embedding_dim: int | None = None,
                  dropout: float = 0.7, topk_divisor: int = 8, mil_weight: float = 0.5, casl_weight: float = 0.5,
@@ -307,20 +308,6 @@ class WTALC(Baseline):
         cas, _ = detection_signals(output.cas[0], gate_divisor=self.gate_divisor,
                                    gate_score_weight=self.gate_score_weight, topk_divisor=self.topk_divisor)
         return to_numpy(cas), to_numpy(output.video_scores[0]), None
-
-    @classmethod
-    def shared_options(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """``num_pairs`` from ``data.similar_pairs``: the adjacent CASL pairs are the sampler's pairs, one count for
-        both.
-
-        Args:
-            config: the whole resolved config.
-
-        Returns:
-            ``{"num_pairs": ...}``, or nothing when ``[data]`` does not set ``similar_pairs``.
-        """
-        similar = config.get("data", {}).get("similar_pairs")
-        return {} if similar is None else {"num_pairs": int(similar)}
 
     def plot_signals(self, output: BaselineOutput) -> tuple[np.ndarray, np.ndarray | None]:
         """Each class's logits min-max normalised over the video, so 0.5 is W-TALC's ``(max + min) / 2`` cut.

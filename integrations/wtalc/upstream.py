@@ -16,17 +16,8 @@ import torch
 from torch import Tensor
 
 from ftcl_plugin.data import load_npy
+from integrations.common import upstream_driver as shared
 from integrations.common.context import Context
-from integrations.common.upstream_driver import (
-    RecordingWriter,
-    UpstreamModel,
-    UpstreamRun,
-    attachable_ftcl,
-    epoch_row,
-    load_init_from,
-    seed_everything,
-    total_steps,
-)
 from integrations.wtalc.model import detection_signals, minmax_per_class
 from patches import wtalc as patch
 from patches._common import UpstreamSession
@@ -57,7 +48,7 @@ def _eval_annotations(source: Path, copy: Path) -> str:
     return str(copy) + "/"
 
 
-def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
+def drive(up: UpstreamSession, ctx: Context, out: Path) -> shared.UpstreamRun:
     """Train and evaluate the checkout's W-TALC with FTCL (see the module docstring).
 
     Args:
@@ -76,26 +67,26 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         feature_size=ctx.feature_dim, num_class=len(ctx.class_names),
     )
     torch.manual_seed(up_args.seed)  # as main.py
-    seed_everything(seed)
+    shared.seed_everything(seed)
     with up.cwd(ctx.root):
         # video_dataset.Dataset reads '<name>-I3D-JOINTFeatures.npy' and '<name>-Annotations/' relative to the cwd.
         dataset = pieces.Dataset(up_args)
     dataset.path_to_annotations = str(Path(ctx.root) / f"{dataset_name}-Annotations") + "/"
     model = pieces.Model(dataset.feature_size, dataset.num_class).to(ctx.device)
-    load_init_from(model, ctx.settings.meta.init_from)
+    shared.load_init_from(model, ctx.settings.meta.init_from)
     optimizer = torch.optim.Adam(model.parameters(), lr=up_args.lr, weight_decay=0.0005)  # as main.py
-    attachment = patch.attach(model, optimizer, pieces.train_module, attachable_ftcl(ctx, int(dataset.feature_size)),
-                              casl_weight=1.0 - up_args.Lambda)
+    ftcl = shared.attachable_ftcl(ctx, int(dataset.feature_size))
+    attachment = patch.attach(model, optimizer, pieces.train_module, ftcl, casl_weight=1.0 - up_args.Lambda)
     per_epoch = max(1, math.ceil(len(dataset.trainidx) / batch_size))
-    total = total_steps(ctx, per_epoch)
-    logger = RecordingWriter()
+    total = shared.total_steps(ctx, per_epoch)
+    logger = shared.RecordingWriter()
     history: list[dict[str, Any]] = []
     marks, before = logger.marks(), 0
     for itr in range(total):
         pieces.train(itr, dataset, up_args, model, optimizer, logger, ctx.device)  # the upstream iteration
         step = itr + 1
         if step % per_epoch == 0 or step == total:
-            history.append(epoch_row(math.ceil(step / per_epoch), step, logger.means_since(marks),
+            history.append(shared.epoch_row(math.ceil(step / per_epoch), step, logger.means_since(marks),
                                      attachment.history[before:]))
             marks, before = logger.marks(), len(attachment.history)
     attachment.remove()
@@ -120,6 +111,7 @@ def drive(up: UpstreamSession, ctx: Context, out: Path) -> UpstreamRun:
         cas, scores = detection_signals(logits[0])
         return cas, scores, None
 
-    return UpstreamRun(model=UpstreamModel("wtalc", model, run, {"upsample": 1},
-                                           plot=lambda cas, attention: (minmax_per_class(cas), attention)),
-                       history=history, evaluation=own, ftcl_steps=len(attachment.history))
+    # The plot shows each class's gated logits min-max normalised, as the clean-room W-TALC's plot does.
+    wrapped = shared.UpstreamModel("wtalc", model, run, {"upsample": 1},
+                                   plot=lambda cas, attention: (minmax_per_class(cas), attention))
+    return shared.UpstreamRun(model=wrapped, history=history, evaluation=own, ftcl_steps=len(attachment.history))
