@@ -129,6 +129,10 @@ def test_inference_contract_and_eval_determinism(name):
         model.inference(model(_batch(2)))
 
 
+# Counted by hand from the layer shapes at D = 2048, 20 classes (the upstreams' THUMOS14 sizes):
+# CoLA: Conv1d(2048, 2048, k=3) with bias 12_584_960 + Conv1d(2048, 20, k=1) without bias 40_960;
+# W-TALC: Linear(2048, 2048) 4_196_352 + Linear(2048, 20) 40_980;
+# STPN, per stream (1024-d): Linear(1024, 256) 262_400 + Linear(256, 1) 257 + Linear(1024, 20) 20_500.
 @pytest.mark.parametrize(("name", "count"), [("cola", 12_625_920), ("wtalc", 4_237_332), ("stpn", 2 * 283_157)])
 def test_parameter_counts_at_thumos14_sizes(name, count):
     model = _build(name, feature_dim=2048, num_classes=20)
