@@ -133,7 +133,8 @@ def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_check
 
 
 def test_session_keeps_joblib_work_in_process(acm_checkout: Path) -> None:
-    joblib = pytest.importorskip("joblib")
+    import joblib  # the `test` extra installs it, as a user with the upstreams' requirements has it
+
     # Worker processes start without the session's numpy aliases (np.float, ...); ACM-Net's and CoLA's evaluators
     # use joblib.Parallel(n_jobs>1), so inside a session its tasks run in this process.
     tasks = [joblib.delayed(os.getpid)() for _ in range(4)]
