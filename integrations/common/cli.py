@@ -19,7 +19,8 @@ from .context import BUILTIN_NAMES, DISPLAY_NAMES, build_ftcl
 from .files import CheckpointError, read_checkpoint
 from .settings import RunSettings, check_settings
 
-__all__ = ["ArgumentParser", "build_parser", "check_flags", "check_ftcl", "resolve_config"]
+__all__ = ["ArgumentParser", "build_parser", "check_flags", "check_ftcl", "non_negative", "positive_int",
+           "resolve_config"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,13 +58,13 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     model = parser.add_argument_group("FTCL")
     model.add_argument("--ftcl", dest="ftcl", action="store_true", default=None, help="add FTCL (default)")
     model.add_argument("--no-ftcl", dest="ftcl", action="store_false", help="train the plain baseline")
-    model.add_argument("--fsd-weight", type=_non_negative, default=None, help="FSD weight (default: variant's)")
-    model.add_argument("--lcs-weight", type=_non_negative, default=None, help="LCS weight (default: variant's)")
+    model.add_argument("--fsd-weight", type=non_negative, default=None, help="FSD weight (default: variant's)")
+    model.add_argument("--lcs-weight", type=non_negative, default=None, help="LCS weight (default: variant's)")
     model.add_argument("--variant", choices=["paper", "official"], default=None, help="FTCL defaults to follow")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=None, help="seed of init, data order and sampling")
-    run.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
-    run.add_argument("--iterations", type=_positive_int, default=None, help="cap on training steps")
+    run.add_argument("--epochs", type=positive_int, default=None, help="training epochs")
+    run.add_argument("--iterations", type=positive_int, default=None, help="cap on training steps")
     run.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     run.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
                      help="start from this checkpoint's model weights (the release recipe: fine-tune a baseline)")
@@ -86,7 +87,8 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, or an ``ArgumentTypeError`` quoting the text."""
     try:
         value = int(text)
     except ValueError:
@@ -96,7 +98,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> float:
+def non_negative(text: str) -> float:
+    """argparse type: a finite number >= 0, or an ``ArgumentTypeError`` quoting the text."""
     try:
         value = float(text)
     except ValueError:

@@ -2,8 +2,8 @@
 
 ``main(name, argv)`` parses the common flags, resolves the baseline's TOML config, trains the clean-room model with
 or without FTCL (added as the README does: ``model.ftcl = FTCL(feature_dim=E)`` before the optimizer and
-``loss = loss + ftcl(embedding, attention, labels)`` every step), checkpoints,
-evaluates with ``ftcl_plugin.localization`` and ``ftcl_plugin.evaluation`` and writes everything under ``--out``.
+``loss = loss + ftcl(embedding, attention, labels)`` every step), checkpoints, evaluates with
+``ftcl_plugin.localization`` and ``ftcl_plugin.evaluation`` and writes everything under ``--out``.
 ``--compare`` runs the paired protocol: one baseline pre-training, then both arms fine-tuned from that checkpoint
 for the same steps with the same data order. Run under ``torchrun`` it trains data-parallel (gradients averaged by
 all-reduce; FTCL pairs mined per rank, or across ranks with ``--ddp-gather``). ``--upstream PATH`` hands the run
