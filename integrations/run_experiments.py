@@ -27,12 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from integrations.common.cli import ArgumentParser  # noqa: E402
 from integrations.common.compare import paired_compare  # noqa: E402
 from integrations.common.config import apply_overrides, load_config, set_dotted  # noqa: E402
 from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, prepare  # noqa: E402
 from integrations.common.files import RunError, write_json, write_text  # noqa: E402
 from integrations.common.report import machine_description, markdown_table, paired_stats  # noqa: E402
-from integrations.common.runner import ArgumentParser, check_settings  # noqa: E402
+from integrations.common.settings import check_settings  # noqa: E402
 from integrations.common.training import batches_of  # noqa: E402
 
 BASELINES = ("acmnet", "cola", "wtalc", "stpn")

@@ -10,7 +10,7 @@ Importing this package changes nothing. A script asks for a patch explicitly::
         pieces.train(args, model, loader, criterion, optimizer)     # the upstream's loop, FTCL inside
     # leaving the block restores sys.path, sys.modules, numpy and torch
 
-``integrations/<name>/train.py --upstream PATH`` does all of this for you (``integrations/common/upstream.py``).
+``integrations/<name>/train.py --upstream PATH`` does all of this for you (``integrations/<name>/upstream.py``).
 See ``docs/upstream.md``.
 """
 

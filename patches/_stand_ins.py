@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = ["STAND_INS", "usable"]
 
+
 class _NoOp:
     """Accepts any call and attribute access and does nothing (a logger that logs nowhere)."""
 
@@ -39,48 +40,20 @@ def _noop_function(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _module(name: str, *, package: bool = False) -> types.ModuleType:
+def _module(name: str, *, package: bool = False, **attributes: Any) -> types.ModuleType:
+    """A module named ``name`` holding ``attributes``."""
     # A real __spec__ keeps importlib.util.find_spec (which torch._dynamo calls on many names) working.
     module = types.ModuleType(name)
     module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=package)
     if package:
         module.__path__ = []  # type: ignore[attr-defined]
-    return module
-
-
-def _make_wandb() -> types.ModuleType:
-    module = _module("wandb")
-    module.init = _NoOp  # type: ignore[attr-defined]
-    module.log = _noop_function  # type: ignore[attr-defined]
-    module.watch = _noop_function  # type: ignore[attr-defined]
-    module.finish = _noop_function  # type: ignore[attr-defined]
-    module.config = _NoOp()  # type: ignore[attr-defined]
-    return module
-
-
-def _make_tensorboard_logger() -> types.ModuleType:
-    module = _module("tensorboard_logger")
-    module.Logger = _NoOp  # type: ignore[attr-defined]
-    module.configure = _noop_function  # type: ignore[attr-defined]
-    module.log_value = _noop_function  # type: ignore[attr-defined]
-    return module
-
-
-def _make_summary_writer_module(name: str) -> types.ModuleType:
-    module = _module(name)
-    module.SummaryWriter = _NoOp  # type: ignore[attr-defined]
+    for key, value in attributes.items():
+        setattr(module, key, value)
     return module
 
 
 def _tqdm(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
     return iterable if iterable is not None else _NoOp()
-
-
-def _make_tqdm() -> types.ModuleType:
-    module = _module("tqdm")
-    module.tqdm = _tqdm  # type: ignore[attr-defined]
-    module.trange = lambda *args, **kwargs: range(*args)  # type: ignore[attr-defined]
-    return module
 
 
 class _EasyDict(dict):
@@ -94,12 +67,6 @@ class _EasyDict(dict):
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
-
-
-def _make_easydict() -> types.ModuleType:
-    module = _module("easydict")
-    module.EasyDict = _EasyDict  # type: ignore[attr-defined]
-    return module
 
 
 class _AsciiTable:
@@ -120,12 +87,6 @@ class _AsciiTable:
         return "\n".join(lines)
 
 
-def _make_terminaltables() -> types.ModuleType:
-    module = _module("terminaltables")
-    module.AsciiTable = _AsciiTable  # type: ignore[attr-defined]
-    return module
-
-
 def _delayed(function: Callable[..., Any]) -> Callable[..., tuple[Callable[..., Any], tuple, dict]]:
     def capture(*args: Any, **kwargs: Any) -> tuple[Callable[..., Any], tuple, dict]:
         return function, args, kwargs
@@ -143,13 +104,6 @@ class _Parallel:
         return [function(*args, **kwargs) for function, args, kwargs in tasks]
 
 
-def _make_joblib() -> types.ModuleType:
-    module = _module("joblib")
-    module.Parallel = _Parallel  # type: ignore[attr-defined]
-    module.delayed = _delayed  # type: ignore[attr-defined]
-    return module
-
-
 def _unavailable(package: str) -> Callable[..., Any]:
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise ImportError(f"{package} is not installed; the upstream code path that needs it cannot run.")
@@ -157,19 +111,14 @@ def _unavailable(package: str) -> Callable[..., Any]:
     return fail
 
 
-def _make_sklearn_metrics() -> tuple[types.ModuleType, types.ModuleType]:
-    package = _module("sklearn", package=True)
-    metrics = _module("sklearn.metrics")
-    metrics.average_precision_score = _unavailable("scikit-learn")  # type: ignore[attr-defined]
-    package.metrics = metrics  # type: ignore[attr-defined]
-    return package, metrics
+def _sklearn() -> dict[str, types.ModuleType]:
+    metrics = _module("sklearn.metrics", average_precision_score=_unavailable("scikit-learn"))
+    return {"sklearn": _module("sklearn", package=True, metrics=metrics), "sklearn.metrics": metrics}
 
 
-def _make_placeholder(name: str) -> types.ModuleType:
+def _placeholder(name: str) -> dict[str, types.ModuleType]:
     # Imported at the top of an upstream file but never used on the paths the patch drives.
-    module = _module(name, package=True)
-    module.__getattr__ = _placeholder_attribute  # type: ignore[attr-defined]
-    return module
+    return {name: _module(name, package=True, __getattr__=_placeholder_attribute)}
 
 
 def _placeholder_attribute(name: str) -> Any:
@@ -178,19 +127,25 @@ def _placeholder_attribute(name: str) -> Any:
     return _NoOp()
 
 
+def _one(name: str, **attributes: Any) -> Callable[[], dict[str, types.ModuleType]]:
+    return lambda: {name: _module(name, **attributes)}
+
+
 #: Missing-package stand-ins: import name -> factory of the module(s) to install.
 STAND_INS: dict[str, Callable[[], dict[str, types.ModuleType]]] = {
-    "wandb": lambda: {"wandb": _make_wandb()},
-    "tensorboard_logger": lambda: {"tensorboard_logger": _make_tensorboard_logger()},
-    "tensorboardX": lambda: {"tensorboardX": _make_summary_writer_module("tensorboardX")},
-    "tqdm": lambda: {"tqdm": _make_tqdm()},
-    "easydict": lambda: {"easydict": _make_easydict()},
-    "terminaltables": lambda: {"terminaltables": _make_terminaltables()},
-    "joblib": lambda: {"joblib": _make_joblib()},
-    "sklearn": lambda: dict(zip(("sklearn", "sklearn.metrics"), _make_sklearn_metrics())),
-    "h5py": lambda: {"h5py": _make_placeholder("h5py")},
-    "torchvision": lambda: {"torchvision": _make_placeholder("torchvision")},
-    "torch.utils.tensorboard": lambda: {"torch.utils.tensorboard": _make_summary_writer_module("torch.utils.tensorboard")},
+    "wandb": _one("wandb", init=_NoOp, log=_noop_function, watch=_noop_function, finish=_noop_function,
+                  config=_NoOp()),
+    "tensorboard_logger": _one("tensorboard_logger", Logger=_NoOp, configure=_noop_function,
+                               log_value=_noop_function),
+    "tensorboardX": _one("tensorboardX", SummaryWriter=_NoOp),
+    "tqdm": _one("tqdm", tqdm=_tqdm, trange=lambda *args, **kwargs: range(*args)),
+    "easydict": _one("easydict", EasyDict=_EasyDict),
+    "terminaltables": _one("terminaltables", AsciiTable=_AsciiTable),
+    "joblib": _one("joblib", Parallel=_Parallel, delayed=_delayed),
+    "sklearn": _sklearn,
+    "h5py": lambda: _placeholder("h5py"),
+    "torchvision": lambda: _placeholder("torchvision"),
+    "torch.utils.tensorboard": _one("torch.utils.tensorboard", SummaryWriter=_NoOp),
 }
 
 

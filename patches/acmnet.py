@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from ._attach import FTCLAttachment
-from ._checkout import UpstreamSpec, check_signature, require_attribute
+from ._checkout import UpstreamSpec, require_attribute
+from ._pieces import Pieces, Signature, loader
 from ._session import UpstreamSession, session_factory
 
-__all__ = ["SPEC", "Upstream", "attach", "build_args", "load", "session"]
+__all__ = ["PIECES", "SIGNATURES", "SPEC", "attach", "build_args", "load", "session"]
 
 SPEC = UpstreamSpec(
     name="acmnet",
@@ -49,47 +49,24 @@ SPEC = UpstreamSpec(
 session = session_factory(SPEC)
 
 
-class Upstream(types.SimpleNamespace):
-    """The upstream pieces :func:`load` imports: ``main`` (``main_thu``), ``ACMNet``, ``ACMLoss``, ``build_dataset``,
-    ``build_args``, ``set_random_seed``, ``train`` and ``test`` (the upstream's per-epoch functions)."""
+#: The upstream objects the patch uses: ``main_thu`` and what it imports (``ACMNet``, ``ACMLoss``, ``build_dataset``,
+#: ``build_args``, ``set_random_seed``) and defines (``train`` and ``test``, one epoch and one evaluation per call).
+PIECES = {"main": "main_thu", "ACMNet": "main_thu:ACMNet", "ACMLoss": "main_thu:ACMLoss",
+          "build_dataset": "main_thu:build_dataset", "build_args": "main_thu:build_args",
+          "set_random_seed": "main_thu:set_random_seed", "train": "main_thu:train", "test": "main_thu:test"}
+SIGNATURES = (
+    Signature("ACMNet", ("args",), "model/ACMNet.py: ACMNet.__init__"),
+    Signature("ACMNet.forward", ("input_features",), "model/ACMNet.py: ACMNet.forward"),
+    Signature("ACMLoss.forward", ("act_inst_cls", "act_cont_cls", "act_back_cls", "vid_label"),
+              "utils/net_utils.py: ACMLoss.forward"),
+    Signature("build_dataset", ("args", "phase", "sample"), "dataset/dataset_class.py: build_dataset"),
+    Signature("train", ("args", "model", "dataloader", "criterion", "optimizer"), "main_thu.py: train"),
+    Signature("test", ("args", "model", "dataloader", "criterion"), "main_thu.py: test"),
+)
+load = loader(SPEC, PIECES, SIGNATURES)
 
 
-def load(up: UpstreamSession) -> Upstream:
-    """Import ACM-Net's modules inside an entered session and check the signatures the patch relies on.
-
-    Args:
-        up: the entered session.
-
-    Returns:
-        The upstream pieces.
-
-    Raises:
-        UpstreamError: if a module, class or function is missing or its signature changed.
-    """
-    main = up.import_module("main_thu")
-    pieces = Upstream(
-        main=main,
-        ACMNet=require_attribute(main, "ACMNet", "main_thu.py", SPEC),
-        ACMLoss=require_attribute(main, "ACMLoss", "main_thu.py", SPEC),
-        build_dataset=require_attribute(main, "build_dataset", "main_thu.py", SPEC),
-        build_args=require_attribute(main, "build_args", "main_thu.py", SPEC),
-        set_random_seed=require_attribute(main, "set_random_seed", "main_thu.py", SPEC),
-        train=require_attribute(main, "train", "main_thu.py", SPEC),
-        test=require_attribute(main, "test", "main_thu.py", SPEC),
-    )
-    check_signature(pieces.ACMNet, ["args"], "model/ACMNet.py: ACMNet.__init__", SPEC)
-    check_signature(pieces.ACMNet.forward, ["input_features"], "model/ACMNet.py: ACMNet.forward", SPEC)
-    check_signature(pieces.ACMLoss.forward, ["act_inst_cls", "act_cont_cls", "act_back_cls", "vid_label"],
-                    "utils/net_utils.py: ACMLoss.forward", SPEC)
-    check_signature(pieces.build_dataset, ["args", "phase", "sample"], "dataset/dataset_class.py: build_dataset",
-                    SPEC)
-    check_signature(pieces.train, ["args", "model", "dataloader", "criterion", "optimizer"],
-                    "main_thu.py: train", SPEC)
-    check_signature(pieces.test, ["args", "model", "dataloader", "criterion"], "main_thu.py: test", SPEC)
-    return pieces
-
-
-def build_args(up: UpstreamSession, pieces: Upstream, *, dataset: str = "THUMOS",
+def build_args(up: UpstreamSession, pieces: Pieces, *, dataset: str = "THUMOS",
                argv: Sequence[str] = ("--without_wandb",), **overrides: Any) -> argparse.Namespace:
     """ACM-Net's own argument namespace (``config.model_config.build_args``), parsed from ``argv`` instead of the
     process's command line, then ``overrides`` applied (data paths, class list, sizes the data dictates).

@@ -16,17 +16,17 @@ Example:
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ._attach import FTCLAttachment
-from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
-from ._session import UpstreamSession, session_factory
+from ._checkout import UpstreamError, UpstreamSpec, require_attribute
+from ._pieces import Signature, loader
+from ._session import session_factory
 
-__all__ = ["SPEC", "Upstream", "attach", "embedding_dim", "load", "session"]
+__all__ = ["PIECES", "SIGNATURES", "SPEC", "attach", "embedding_dim", "load", "session"]
 
 SPEC = UpstreamSpec(
     name="cola",
@@ -49,45 +49,22 @@ SPEC = UpstreamSpec(
 session = session_factory(SPEC)
 
 
-class Upstream(types.SimpleNamespace):
-    """The upstream pieces :func:`load` imports: ``main`` (``main_cola``), ``cfg``, ``CoLA``, ``TotalLoss``,
-    ``NpyFeature``, ``utils`` (``core.utils``), ``train_one_step`` and ``test_all``."""
-
-
-def load(up: UpstreamSession) -> Upstream:
-    """Import CoLA's modules inside an entered session and check the signatures the patch relies on.
-
-    Args:
-        up: the entered session.
-
-    Returns:
-        The upstream pieces.
-
-    Raises:
-        UpstreamError: if a module, class or function is missing or its signature changed.
-    """
-    main = up.import_module("main_cola")
-    pieces = Upstream(
-        main=main,
-        cfg=require_attribute(main, "cfg", "main_cola.py", SPEC),
-        CoLA=require_attribute(main, "CoLA", "main_cola.py", SPEC),
-        TotalLoss=require_attribute(main, "TotalLoss", "main_cola.py", SPEC),
-        NpyFeature=require_attribute(main, "NpyFeature", "main_cola.py", SPEC),
-        utils=require_attribute(main, "utils", "main_cola.py", SPEC),
-        train_one_step=require_attribute(main, "train_one_step", "main_cola.py", SPEC),
-        test_all=require_attribute(main, "test_all", "main_cola.py", SPEC),
-    )
-    check_signature(pieces.CoLA, ["cfg"], "core/model.py: CoLA.__init__", SPEC)
-    check_signature(pieces.CoLA.forward, ["x"], "core/model.py: CoLA.forward", SPEC)
-    check_signature(pieces.TotalLoss.forward, ["video_scores", "label", "contrast_pairs"],
-                    "core/loss.py: TotalLoss.forward", SPEC)
-    check_signature(pieces.NpyFeature, ["data_path", "mode", "modal", "feature_fps", "num_segments", "sampling",
-                                        "class_dict"], "core/dataset.py: NpyFeature.__init__", SPEC)
-    check_signature(pieces.train_one_step, ["net", "loader_iter", "optimizer", "criterion", "writter", "step"],
-                    "main_cola.py: train_one_step", SPEC)
-    check_signature(pieces.test_all, ["net", "cfg", "test_loader", "test_info", "step"], "main_cola.py: test_all",
-                    SPEC)
-    return pieces
+#: The upstream objects the patch uses: ``main_cola`` and what it imports (its ``cfg``, ``CoLA``, ``TotalLoss``,
+#: ``NpyFeature``, ``core.utils``) and defines (``train_one_step``, ``test_all``).
+PIECES = {"main": "main_cola", "cfg": "main_cola:cfg", "CoLA": "main_cola:CoLA", "TotalLoss": "main_cola:TotalLoss",
+          "NpyFeature": "main_cola:NpyFeature", "utils": "main_cola:utils",
+          "train_one_step": "main_cola:train_one_step", "test_all": "main_cola:test_all"}
+SIGNATURES = (
+    Signature("CoLA", ("cfg",), "core/model.py: CoLA.__init__"),
+    Signature("CoLA.forward", ("x",), "core/model.py: CoLA.forward"),
+    Signature("TotalLoss.forward", ("video_scores", "label", "contrast_pairs"), "core/loss.py: TotalLoss.forward"),
+    Signature("NpyFeature", ("data_path", "mode", "modal", "feature_fps", "num_segments", "sampling", "class_dict"),
+              "core/dataset.py: NpyFeature.__init__"),
+    Signature("train_one_step", ("net", "loader_iter", "optimizer", "criterion", "writter", "step"),
+              "main_cola.py: train_one_step"),
+    Signature("test_all", ("net", "cfg", "test_loader", "test_info", "step"), "main_cola.py: test_all"),
+)
+load = loader(SPEC, PIECES, SIGNATURES)
 
 
 def embedding_dim(model: nn.Module) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,10 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from ._attach import FTCLAttachment
-from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
+from ._checkout import UpstreamError, UpstreamSpec, require_attribute
+from ._pieces import Pieces, Signature, load_pieces
 from ._session import UpstreamSession, session_factory
 
-__all__ = ["SPEC", "STREAM_DIM", "Upstream", "attach", "load", "session", "write_layout"]
+__all__ = ["PIECES", "SIGNATURES", "SPEC", "STREAM_DIM", "attach", "load", "session", "write_layout"]
 
 #: The reproduction's layers are fixed at 1024 input features per stream and 20 classes.
 STREAM_DIM = 1024
@@ -61,13 +61,26 @@ SPEC = UpstreamSpec(
 session = session_factory(SPEC)
 
 
-class Upstream(types.SimpleNamespace):
-    """The upstream pieces :func:`load` imports: ``train_model`` (with ``run_network``, ``l1_penalty``,
-    ``adjust_learning_rate``), ``TemporalProposal``, ``get_model``, ``Thumos`` and ``collate``."""
+#: The upstream objects the patch uses: ``train_model`` (with ``run_network`` and ``adjust_learning_rate``),
+#: ``TemporalProposal`` and ``get_model`` (``STPN.py``), the ``Thumos`` dataset and its ``collate``.
+PIECES = {"train_model": "train_model", "run_network": "train_model:run_network",
+          "adjust_learning_rate": "train_model:adjust_learning_rate", "TemporalProposal": "STPN:TemporalProposal",
+          "get_model": "STPN:get_model", "Thumos": "thumos_i3d_per_video:Thumos",
+          "collate": "thumos_i3d_per_video:mt_collate_fn"}
+SIGNATURES = (
+    Signature("run_network", ("model", "data", "gpu", "criterion"), "train_model.py: run_network"),
+    Signature("TemporalProposal.forward", ("inp",), "STPN.py: TemporalProposal.forward"),
+    Signature("get_model", ("gpu", "classes"), "STPN.py: get_model"),
+    Signature("Thumos", ("split_file", "root", "batch_size", "mode", "train"),
+              "thumos_i3d_per_video.py: Thumos.__init__"),
+)
 
 
-def load(up: UpstreamSession, *, mode: Literal["rgb", "flow"] = "rgb") -> Upstream:
-    """Import the reproduction's modules inside an entered session and check the signatures the patch relies on.
+def load(up: UpstreamSession, *, mode: Literal["rgb", "flow"] = "rgb") -> Pieces:
+    """Import the reproduction's pieces (``PIECES``) inside an entered session and check ``SIGNATURES``.
+
+    ``train_model.py`` parses the command line when it is imported and writes its ``-gpu`` flag (default ``'1'``)
+    into ``CUDA_VISIBLE_DEVICES``: it is imported first, with a private ``argv``, and the variable is restored.
 
     Args:
         up: the entered session.
@@ -82,30 +95,13 @@ def load(up: UpstreamSession, *, mode: Literal["rgb", "flow"] = "rgb") -> Upstre
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         with up.argv(["-mode", mode]):
-            train_model = up.import_module("train_model")
+            up.import_module("train_model")
     finally:
-        # train_model.py writes its -gpu flag (default '1') into CUDA_VISIBLE_DEVICES at import.
         if saved is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
-    network = up.import_module("STPN")
-    data = up.import_module("thumos_i3d_per_video")
-    pieces = Upstream(
-        train_model=train_model,
-        run_network=require_attribute(train_model, "run_network", "train_model.py", SPEC),
-        adjust_learning_rate=require_attribute(train_model, "adjust_learning_rate", "train_model.py", SPEC),
-        TemporalProposal=require_attribute(network, "TemporalProposal", "STPN.py", SPEC),
-        get_model=require_attribute(network, "get_model", "STPN.py", SPEC),
-        Thumos=require_attribute(data, "Thumos", "thumos_i3d_per_video.py", SPEC),
-        collate=require_attribute(data, "mt_collate_fn", "thumos_i3d_per_video.py", SPEC),
-    )
-    check_signature(pieces.run_network, ["model", "data", "gpu", "criterion"], "train_model.py: run_network", SPEC)
-    check_signature(pieces.TemporalProposal.forward, ["inp"], "STPN.py: TemporalProposal.forward", SPEC)
-    check_signature(pieces.get_model, ["gpu", "classes"], "STPN.py: get_model", SPEC)
-    check_signature(pieces.Thumos, ["split_file", "root", "batch_size", "mode", "train"],
-                    "thumos_i3d_per_video.py: Thumos.__init__", SPEC)
-    return pieces
+    return load_pieces(up, SPEC, PIECES, SIGNATURES)
 
 
 def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, criterion: nn.Module,

@@ -32,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from ._attach import FTCLAttachment
-from ._checkout import UpstreamError, UpstreamSpec, check_signature, require_attribute
-from ._session import UpstreamSession, session_factory
+from ._checkout import UpstreamError, UpstreamSpec, require_attribute
+from ._pieces import Pieces, Signature, loader
+from ._session import session_factory
 
-__all__ = ["SPEC", "Upstream", "attach", "label_guided_attention", "load", "parse_args", "session"]
+__all__ = ["PIECES", "SIGNATURES", "SPEC", "attach", "label_guided_attention", "load", "parse_args", "session"]
 
 SPEC = UpstreamSpec(
     name="wtalc",
@@ -63,51 +64,23 @@ SPEC = UpstreamSpec(
 session = session_factory(SPEC)
 
 
-class Upstream(types.SimpleNamespace):
-    """The upstream pieces :func:`load` imports: ``options``, ``Model``, ``Dataset``, ``train_module`` (with
-    ``MILL``, ``CASL``), ``train`` (one iteration) and ``test`` (the upstream evaluation)."""
+#: The upstream objects the patch uses: ``options`` (and its ``parser``), ``Model``, ``Dataset``, the ``train`` module
+#: (with ``MILL``, ``CASL`` and ``train``, one iteration per call) and ``test`` (the upstream evaluation).
+PIECES = {"options": "options", "parser": "options:parser", "Model": "model:Model",
+          "Dataset": "video_dataset:Dataset", "train_module": "train", "train": "train:train", "CASL": "train:CASL",
+          "MILL": "train:MILL", "test": "test:test"}
+SIGNATURES = (
+    Signature("Model", ("n_feature", "n_class"), "model.py: Model.__init__"),
+    Signature("Model.forward", ("inputs", "is_training"), "model.py: Model.forward"),
+    Signature("Dataset", ("args",), "video_dataset.py: Dataset.__init__"),
+    Signature("train", ("itr", "dataset", "args", "model", "optimizer", "logger", "device"), "train.py: train"),
+    Signature("CASL", ("x", "element_logits", "seq_len", "n_similar", "labels", "device"), "train.py: CASL"),
+    Signature("test", ("itr", "dataset", "args", "model", "logger", "device"), "test.py: test"),
+)
+load = loader(SPEC, PIECES, SIGNATURES)
 
 
-def load(up: UpstreamSession) -> Upstream:
-    """Import W-TALC's modules inside an entered session and check the signatures the patch relies on.
-
-    Args:
-        up: the entered session.
-
-    Returns:
-        The upstream pieces.
-
-    Raises:
-        UpstreamError: if a module, class or function is missing or its signature changed.
-    """
-    options = up.import_module("options")
-    model = up.import_module("model")
-    dataset = up.import_module("video_dataset")
-    train_module = up.import_module("train")
-    test_module = up.import_module("test")
-    pieces = Upstream(
-        options=options,
-        parser=require_attribute(options, "parser", "options.py", SPEC),
-        Model=require_attribute(model, "Model", "model.py", SPEC),
-        Dataset=require_attribute(dataset, "Dataset", "video_dataset.py", SPEC),
-        train_module=train_module,
-        train=require_attribute(train_module, "train", "train.py", SPEC),
-        CASL=require_attribute(train_module, "CASL", "train.py", SPEC),
-        MILL=require_attribute(train_module, "MILL", "train.py", SPEC),
-        test=require_attribute(test_module, "test", "test.py", SPEC),
-    )
-    check_signature(pieces.Model, ["n_feature", "n_class"], "model.py: Model.__init__", SPEC)
-    check_signature(pieces.Model.forward, ["inputs", "is_training"], "model.py: Model.forward", SPEC)
-    check_signature(pieces.Dataset, ["args"], "video_dataset.py: Dataset.__init__", SPEC)
-    check_signature(pieces.train, ["itr", "dataset", "args", "model", "optimizer", "logger", "device"],
-                    "train.py: train", SPEC)
-    check_signature(pieces.CASL, ["x", "element_logits", "seq_len", "n_similar", "labels", "device"],
-                    "train.py: CASL", SPEC)
-    check_signature(pieces.test, ["itr", "dataset", "args", "model", "logger", "device"], "test.py: test", SPEC)
-    return pieces
-
-
-def parse_args(pieces: Upstream, argv: Sequence[str], **overrides: Any) -> argparse.Namespace:
+def parse_args(pieces: Pieces, argv: Sequence[str], **overrides: Any) -> argparse.Namespace:
     """W-TALC's own options (``options.parser``) parsed from ``argv``, then ``overrides`` set.
 
     ``--feature-size`` and ``--num-class`` have no type upstream (a value given on the command line stays a

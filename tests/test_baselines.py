@@ -19,6 +19,8 @@ if str(ROOT) not in sys.path:
 from integrations.cola.model import CoLA, hard_rings, masked_topk_mean, snippet_contrast  # noqa: E402
 from integrations.stpn.model import STPN  # noqa: E402
 from integrations.wtalc.model import WTALC, co_activity_loss  # noqa: E402
+from tests.tiny_runs import TINY as TINY_RUN  # noqa: E402
+from tests.tiny_runs import tiny_dataset  # noqa: E402
 
 NAMES = ["cola", "wtalc", "stpn"]
 B, T, D, C = 2, 16, 64, 5
@@ -127,6 +129,10 @@ def test_inference_contract_and_eval_determinism(name):
         model.inference(model(_batch(2)))
 
 
+# Counted by hand from the layer shapes at D = 2048, 20 classes (the upstreams' THUMOS14 sizes):
+# CoLA: Conv1d(2048, 2048, k=3) with bias 12_584_960 + Conv1d(2048, 20, k=1) without bias 40_960;
+# W-TALC: Linear(2048, 2048) 4_196_352 + Linear(2048, 20) 40_980;
+# STPN, per stream (1024-d): Linear(1024, 256) 262_400 + Linear(256, 1) 257 + Linear(1024, 20) 20_500.
 @pytest.mark.parametrize(("name", "count"), [("cola", 12_625_920), ("wtalc", 4_237_332), ("stpn", 2 * 283_157)])
 def test_parameter_counts_at_thumos14_sizes(name, count):
     model = _build(name, feature_dim=2048, num_classes=20)
@@ -324,17 +330,13 @@ def test_stpn_ftcl_gradient_reaches_both_attention_hidden_layers():
 
 # ---- runner smoke runs ------------------------------------------------------------------------------------------
 
-# Tiny runs through integrations/<name>/train.py's entry point: 32-snippet clips, batch 4, a few steps.
-TINY = ["--set", "data.train_segments=32", "--set", "data.test_segments=64", "--set", "optim.batch_size=4",
-        "--set", "optim.lr=1e-3", "--set", "ftcl.warmup_steps=2", "--no-plot"]
+# Tiny runs (tests/tiny_runs.py) through integrations/<name>/train.py's entry point.
+TINY = [*TINY_RUN, "--set", "optim.lr=1e-3"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ftcl_plugin.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("tiny-baselines")
-    return Path(generate(root / "data", num_train=12, num_test=6, num_classes=4, feature_dim=32, max_length=60))
+    return tiny_dataset(tmp_path_factory.mktemp("tiny-baselines"))
 
 
 @pytest.mark.parametrize("ftcl", ["--ftcl", "--no-ftcl"])
@@ -367,14 +369,10 @@ def test_train_script_entry_point(name, capsys, monkeypatch):
     assert f"integrations/{name}/train.py" in capsys.readouterr().out
 
 
-# W-TALC's batches draw videos with replacement, so a video can be read twice in one epoch; the data layer seeds
-# each read by how often the video was read before in the epoch, and a resumed epoch skips its first batches
-# without reading them, so a repeated video gets a different random crop. Exact once the runner counts the reads
-# of the batches it skips.
-_WTALC_RESUME = pytest.mark.xfail(strict=True, reason="reads skipped on resume are not counted by the data layer")
-
-
-@pytest.mark.parametrize("name", [n if n != "wtalc" else pytest.param(n, marks=_WTALC_RESUME) for n in NAMES])
+# W-TALC's batches draw videos with replacement, so a video can be read twice in one epoch, and each read's crop is
+# seeded by how often the video was read before in the epoch: the runner counts the reads of the batches a resumed
+# epoch skips (``skip_reads``), so the repeated video gets the crop of the uninterrupted run.
+@pytest.mark.parametrize("name", NAMES)
 def test_resume_reproduces_uninterrupted_run(tiny_data, tmp_path, name):
     from integrations.common.runner import main
 

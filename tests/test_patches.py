@@ -21,12 +21,11 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from ftcl_plugin import FTCL  # noqa: E402
 from patches import _common, acmnet, cola, get, stpn, wtalc  # noqa: E402
 from patches._common import UpstreamError, UpstreamSession, check_checkout  # noqa: E402
 from tests.pickle_payloads import write_malicious, write_object_npy  # noqa: E402
 from tests.upstream_stand_ins import ACMNET_FILES, write_checkout  # noqa: E402
-
-FTCL = pytest.importorskip("ftcl_plugin").FTCL
 
 
 def spec_for(root: Path, base: _common.UpstreamSpec) -> _common.UpstreamSpec:
@@ -134,7 +133,8 @@ def test_session_np_load_unpickles_only_declared_files_and_only_safely(acm_check
 
 
 def test_session_keeps_joblib_work_in_process(acm_checkout: Path) -> None:
-    joblib = pytest.importorskip("joblib")
+    import joblib  # the `test` extra installs it, as a user with the upstreams' requirements has it
+
     # Worker processes start without the session's numpy aliases (np.float, ...); ACM-Net's and CoLA's evaluators
     # use joblib.Parallel(n_jobs>1), so inside a session its tasks run in this process.
     tasks = [joblib.delayed(os.getpid)() for _ in range(4)]
@@ -356,59 +356,3 @@ def test_failed_upstream_import_names_the_module(acm_checkout: Path) -> None:
         with pytest.raises(UpstreamError, match="importing 'main_thu' from .* failed: ModuleNotFoundError"):
             acmnet.load(up)
     assert "main_thu" not in sys.modules
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The --upstream route end to end, on the stand-in checkout (the commit check is relaxed by the documented switch).
-
-
-def test_run_upstream_writes_the_clean_room_outputs(acm_checkout: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("ftcl_plugin.localization")
-    from ftcl_plugin.data.synthetic import generate
-    from integrations.common.runner import main
-
-    data = generate(tmp_path / "data", num_classes=3, num_train=8, num_test=6, feature_dim=16, max_length=40)
-    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
-    out = tmp_path / "run"
-    status = main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--epochs", "1", "--out", str(out),
-                             "--seed", "3", "--no-plot", "--set", "optim.batch_size=4"])
-    assert status == 0
-    for name in ("metrics.csv", "predictions.json", "table.md", "table.json", "upstream.json", "upstream.log"):
-        assert (out / name).is_file(), name
-    report = (out / "upstream.json").read_text()
-    assert '"average_mAP": 0.25' in report and '"ftcl_steps": 2' in report
-    assert "ftcl_loss" in (out / "metrics.csv").read_text().splitlines()[0]
-    assert "main_thu" not in sys.modules
-
-
-def test_run_upstream_never_unpickles_the_data(acm_checkout: Path, tmp_path: Path, marker: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    # A pickled .npy among the training features: the upstream's own loader (np.load inside the session) meets
-    # it first. Before, the session made allow_pickle=True the default and this ran the payload.
-    from ftcl_plugin.data.synthetic import generate
-    from integrations.common.runner import main
-
-    data = generate(tmp_path / "data", num_classes=3, num_train=8, num_test=6, feature_dim=16, max_length=40)
-    video = (data / "split_train.txt").read_text().split()[0]
-    evil = write_malicious(data / "train" / f"{video}.npy", marker)
-    monkeypatch.setenv(_common.ALLOW_UNSUPPORTED_ENV, "1")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(evil))} holds pickled data, which the acmnet session "
-                                         r"does not unpickle \(the acmnet upstream reads no pickled file\)"):
-        main("acmnet", ["--upstream", str(acm_checkout), "--data", str(data), "--iterations", "2", "--out",
-                        str(tmp_path / "run"), "--no-plot", "--set", "optim.batch_size=4"])
-    assert "main_thu" not in sys.modules and np.load.__module__ == "numpy"
-
-
-def test_run_upstream_refuses_a_wrong_checkout_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from integrations.common.runner import main
-
-    monkeypatch.delenv(_common.ALLOW_UNSUPPORTED_ENV, raising=False)
-    checkout = write_checkout(tmp_path / "ACM-Net", {k: v for k, v in ACMNET_FILES.items() if k != "main_thu.py"})
-    data = tmp_path / "data"
-    data.mkdir()
-    with pytest.raises(SystemExit) as exit_info:
-        main("acmnet", ["--upstream", str(checkout), "--data", str(data), "--out", str(tmp_path / "run")])
-    assert exit_info.value.code == 2
-    assert "expected the file(s) main_thu.py" in capsys.readouterr().err

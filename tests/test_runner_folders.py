@@ -17,19 +17,17 @@ from integrations.common import files
 from integrations.common.files import atomic_file, read_checkpoint, write_text
 from integrations.common.rundir import LOCK_NAME, differences, fingerprint, folder_lock
 from integrations.common.runner import main
+from tests.tiny_runs import TINY as TINY_RUN
+from tests.tiny_runs import tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny runs (as in test_integration.py): 32-snippet clips, batch 4, 3 steps per epoch on 12 videos.
-TINY = ["--set", "data.train_segments=32", "--set", "data.test_segments=64", "--set", "optim.batch_size=4",
-        "--set", "optim.lr=3e-3", "--set", "ftcl.warmup_steps=2", "--no-plot"]
+# Tiny runs (tests/tiny_runs.py): 3 steps per epoch on 12 videos.
+TINY = [*TINY_RUN, "--set", "optim.lr=3e-3"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ftcl_plugin.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("tiny")
-    return Path(generate(root / "data", num_train=12, num_test=6, feature_dim=32, max_length=60, num_classes=4))
+    return tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:

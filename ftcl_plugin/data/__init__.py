@@ -8,7 +8,8 @@
   only when asked and through a restricted unpickler that cannot run code from the file.
 - A structured synthetic benchmark (:mod:`ftcl_plugin.data.synthetic`) and :func:`builtin`, which returns
   the cached built-in dataset. Synthetic mAP is not THUMOS14 mAP.
-- :class:`ClassPairSampler`, a batch sampler that guarantees same-class pairs per batch.
+- :class:`ClassPairSampler`, a batch sampler that guarantees same-class pairs per batch, and
+  :class:`SimilarPairSampler`, W-TALC's batches (same-class pairs first, then random videos).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .datasets import AcmNetFeatures, ColaFeatures, WtalcFeatures, open_dataset
 from .layouts import convert, write_dataset
 from .npy import load_npy
 from .records import VideoBatch, VideoRecord, collate_videos
-from .samplers import ClassPairSampler
+from .samplers import ClassPairSampler, SimilarPairSampler
 from .sampling import sample_indices
 from .synthetic import GENERATOR_VERSION, SyntheticConfig, generate, make_config
 
@@ -28,6 +29,7 @@ __all__ = [
     "AcmNetFeatures",
     "ClassPairSampler",
     "ColaFeatures",
+    "SimilarPairSampler",
     "SyntheticConfig",
     "VideoBatch",
     "VideoRecord",

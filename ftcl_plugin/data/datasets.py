@@ -10,6 +10,7 @@ import abc
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,6 +150,30 @@ class _FeatureDataset(Dataset, abc.ABC):
         check_number(epoch, "epoch", minimum=0, integer=True)
         self.epoch = epoch
         self._draws.clear()
+
+    def skip_reads(self, indices: Sequence[int]) -> None:
+        """Count one read of each video in ``indices`` (once per occurrence) without reading it.
+
+        A read's temporal sample is seeded by the video's earlier reads in the epoch, so a resumed epoch that skips
+        its first batches counts their reads here and then draws what an uninterrupted epoch would have drawn.
+
+        Raises:
+            IndexError: for an index out of range (nothing is counted then).
+
+        Example:
+            >>> import tempfile
+            >>> from ftcl_plugin.data.synthetic import generate
+            >>> root = generate(tempfile.mkdtemp(), num_train=2, num_test=1, feature_dim=4, min_length=32)
+            >>> straight, resumed = (open_dataset(root, "train", num_segments=4, seed=0) for _ in range(2))
+            >>> first, second = straight[0], straight[0]  # a second read draws another sample
+            >>> resumed.skip_reads([0])
+            >>> torch.equal(resumed[0].features, second.features), torch.equal(second.features, first.features)
+            (True, False)
+        """
+        bad = next((index for index in indices if not -len(self) <= index < len(self)), None)
+        if bad is not None:
+            raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} videos.")
+        self._draws.update(int(index) % len(self) for index in indices)  # Counter.update counts occurrences
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -1,1 +1,2 @@
-"""ACM-Net (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""
+"""ACM-Net (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``, and ``upstream.py``, which
+drives a user's own checkout with ``patches/acmnet.py`` (``--upstream``)."""

@@ -7,8 +7,6 @@ FTCL attaches to the embedding ``E`` (before the snippet mask and dropout) and t
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -159,19 +157,5 @@ class ACMNet(Baseline):
         return to_numpy(output.cas[0]), to_numpy(output.video_scores[0]), to_numpy(output.attention[0])
 
 
-def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> ACMNet:
-    """ACM-Net from the ``[model]`` table of ``integrations/acmnet/configs/<dataset>.toml``.
-
-    Args:
-        config: the ``[model]`` table (the key ``"_all"`` holding the whole config is ignored).
-        num_classes: ``C``.
-        feature_dim: ``D``.
-
-    Returns:
-        The model.
-    """
-    options = {key: value for key, value in config.items() if key != "_all"}
-    for key in ("topk_divisors", "branch_weights"):
-        if key in options:
-            options[key] = tuple(options[key])
-    return ACMNet(feature_dim, num_classes, **options)
+#: The runner's factory: ``build_model(config, *, num_classes, feature_dim)`` (:meth:`Baseline.from_config`).
+build_model = ACMNet.from_config

@@ -1,1 +1,2 @@
-"""CoLA (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""
+"""CoLA (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``, and ``upstream.py``, which
+drives a user's own checkout with ``patches/cola.py`` (``--upstream``)."""

@@ -11,8 +11,6 @@ score order, not time order, so they are not a substitute for ``E``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -304,17 +302,5 @@ class CoLA(Baseline):
                 to_numpy(minmax_over_time(output.attention[0, :, None])[:, 0]))
 
 
-
-def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> CoLA:
-    """CoLA from the ``[model]`` table of ``integrations/cola/configs/<dataset>.toml``.
-
-    Args:
-        config: the ``[model]`` table (the key ``"_all"`` holding the whole config is ignored).
-        num_classes: ``C``.
-        feature_dim: ``D``.
-
-    Returns:
-        The model.
-    """
-    options = {key: value for key, value in config.items() if key != "_all"}
-    return CoLA(feature_dim, num_classes, **options)
+#: The runner's factory: ``build_model(config, *, num_classes, feature_dim)`` (:meth:`Baseline.from_config`).
+build_model = CoLA.from_config

@@ -1,22 +1,27 @@
 """The interface every clean-room baseline implements, so one runner can train, evaluate and add FTCL to all.
 
-Each ``integrations/<name>/model.py`` defines a :class:`Baseline` subclass and a module-level factory::
+Each ``integrations/<name>/model.py`` defines a :class:`Baseline` subclass and names its factory::
 
-    def build_model(config: dict, *, num_classes: int, feature_dim: int) -> Baseline
+    build_model = ACMNet.from_config   # build_model(config, *, num_classes, feature_dim) -> ACMNet
 
 where ``config`` is the ``[model]`` table of ``integrations/<name>/configs/<dataset>.toml`` (plus the whole resolved
-config under the key ``"_all"`` for baselines that need e.g. the loss weights).
+config under the key ``"_all"`` for baselines that take an option from another table, see
+:attr:`Baseline.shared_options`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Baseline", "BaselineOutput", "check_single_video", "to_numpy"]
+__all__ = ["Baseline", "BaselineOutput", "check_single_video", "minmax_over_time", "to_numpy"]
+
+_B = TypeVar("_B", bound="Baseline")
 
 
 @dataclass
@@ -54,6 +59,32 @@ class Baseline(nn.Module):
 
     name: str = "baseline"
     embedding_dim: int = 0
+
+    #: Constructor options this baseline takes from other tables of the whole config, as
+    #: ``{option: (table, key)}``: one number two tables need is set once (STPN's class threshold, W-TALC's
+    #: same-class pairs per batch). A key of ``[model]`` wins.
+    shared_options: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
+    @classmethod
+    def from_config(cls: type[_B], config: Mapping[str, Any], *, num_classes: int, feature_dim: int) -> _B:
+        """The baseline built from its ``[model]`` table: ``cls(feature_dim, num_classes, **table)``.
+
+        Args:
+            config: the ``[model]`` table, with the whole resolved config under the key ``"_all"`` when there is
+                one (read for :attr:`shared_options`).
+            num_classes: ``C``.
+            feature_dim: ``D``.
+
+        Returns:
+            The model.
+
+        Raises:
+            TypeError: for a ``[model]`` key the constructor does not take.
+        """
+        whole = config.get("_all", {})
+        shared = {option: whole[table][key] for option, (table, key) in cls.shared_options.items()
+                  if key in whole.get(table, {})}
+        return cls(feature_dim, num_classes, **(shared | {k: v for k, v in config.items() if k != "_all"}))
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> BaselineOutput:  # pragma: no cover
         """Run the model on a batch.

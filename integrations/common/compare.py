@@ -73,14 +73,13 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
     Raises:
         RunFolderError: if ``out`` (or a folder inside it) is in use or holds a different run.
     """
-    compare = ctx.config.get("compare", {})
+    compare = ctx.settings.compare
     display = DISPLAY_NAMES.get(ctx.name, ctx.name)
     arms = arms if arms is not None else {"baseline": None, "ftcl": {}}
     main_rank = ctx.rank == 0
     record = ctx.config | {"run": {
-        "protocol": "compare", "pretrain_epochs": int(compare.get("pretrain_epochs", 1)),
-        "finetune_epochs": int(compare.get("finetune_epochs", 1)), "init_from": str(init_from) if init_from else None,
-        "best_on_test": best_on_test, "arms": list(arms)}}
+        "protocol": "compare", "pretrain_epochs": compare.pretrain_epochs, "finetune_epochs": compare.finetune_epochs,
+        "init_from": str(init_from) if init_from else None, "best_on_test": best_on_test, "arms": list(arms)}}
     # The arms are run folders checked on their own, so the same protocol run again keeps them (a finished
     # pre-training is reused); its summary files are rewritten at the end.
     holding = claim(out, record, overwrite=overwrite, clear_same=False) if main_rank else contextlib.nullcontext()
@@ -95,11 +94,11 @@ def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, be
 def _run_arms(ctx: Context, out: Path, arms: dict[str, dict[str, Any] | None], *, display: str,
               init_from: Path | None, best_on_test: bool, plot: bool, pretrain_dir: Path | None, reuse: bool,
               overwrite: bool) -> dict[str, Any]:
-    compare = ctx.config.get("compare", {})
+    compare = ctx.settings.compare
     main_rank = ctx.rank == 0
     if init_from is None:
         pre_out = pretrain_dir or out / "pretrain"
-        epochs = int(compare.get("pretrain_epochs", 1))
+        epochs = compare.pretrain_epochs
         label = f"{display} (pre-training)"
         shared = pretrain_dir is not None
         record = ctx.config | {"run": run_meta(False, None, epochs, label)}
@@ -110,7 +109,7 @@ def _run_arms(ctx: Context, out: Path, arms: dict[str, dict[str, Any] | None], *
                       wait=shared)
         init_from = pre_out / "checkpoints" / "last.pt"
     results: dict[str, RunResult] = {}
-    epochs = int(compare.get("finetune_epochs", 1))
+    epochs = compare.finetune_epochs
     for arm, settings in arms.items():
         name = display if arm == "baseline" else f"{display} + {'FTCL' if arm == 'ftcl' else arm}"
         arm_ctx = ctx if arm == "baseline" or not settings else dataclasses.replace(

@@ -12,6 +12,11 @@ from typing import Any
 
 import tomllib
 
+from ftcl_plugin import FTCL, FSDLoss, LCSLoss
+from ftcl_plugin.localization import LocalizationConfig
+
+from .settings import default_values
+
 __all__ = ["INTEGRATIONS_ROOT", "apply_overrides", "check_override", "config_path", "deep_merge",
            "known_keys", "load_config", "parse_override", "set_dotted"]
 
@@ -125,18 +130,12 @@ def set_dotted(config: dict[str, Any], path: list[str], value: Any) -> None:
 # which keys an override may set, and with which type
 
 
-#: Keys the runners read with a default although no shipped TOML lists them, with that default.
-OPTIONAL_KEYS: dict[str, Any] = {
-    "data.builtin": "thumos14-like", "data.size": "small", "data.difficulty": "standard",
-    "data.skip_missing": False, "optim.betas": [0.9, 0.999],
-    "upstream.dataset_name": "Thumos14reduced", "upstream.stream": "rgb",
-}
-
 #: Lower bounds of the numbers whose out-of-range values would otherwise fail deep inside training.
 LOWER_BOUNDS: dict[str, tuple[float, bool]] = {  # key -> (bound, inclusive)
     "optim.lr": (0.0, False), "optim.weight_decay": (0.0, True), "optim.batch_size": (1, True),
     "train.epochs": (1, True), "train.iterations": (0, True), "train.eval_every": (0, True),
-    "ftcl.warmup_steps": (0, True), "ftcl.max_grad_ratio": (0.0, True), "compare.pretrain_epochs": (1, True), "compare.finetune_epochs": (1, True),
+    "ftcl.warmup_steps": (0, True), "ftcl.max_grad_ratio": (0.0, True), "compare.pretrain_epochs": (1, True),
+    "compare.finetune_epochs": (1, True),
 }
 
 
@@ -152,10 +151,7 @@ def _example_of(annotation: Any) -> Any:
 def _library_keys() -> dict[str, Any]:
     """``ftcl.*`` from the ``FTCL`` constructor (``ftcl.fsd_loss.*`` / ``ftcl.lcs_loss.*`` from the losses'), and
     ``localization.*`` from ``LocalizationConfig``'s fields."""
-    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
-    from ftcl_plugin.localization import LocalizationConfig
-
-    keys: dict[str, Any] = {"ftcl.enabled": True}
+    keys: dict[str, Any] = {}
     for prefix, callable_, skip in (("ftcl.", FTCL, 2), ("ftcl.fsd_loss.", FSDLoss, 2), ("ftcl.lcs_loss.", LCSLoss, 1)):
         for parameter in list(inspect.signature(callable_.__init__).parameters.values())[skip:]:
             example = parameter.default if parameter.default is not None else _example_of(parameter.annotation)
@@ -171,9 +167,9 @@ def _library_keys() -> dict[str, Any]:
 def known_keys(config: dict[str, Any]) -> dict[str, Any]:
     """Every ``section.key`` an override may set, with the value that gives its type.
 
-    The keys are those of the baseline's TOML (with their values), the keys the runners read with a default
-    (:data:`OPTIONAL_KEYS`), the ``FTCL`` constructor's options under ``ftcl.`` and the fields of
-    ``LocalizationConfig`` under ``localization.``.
+    The keys are those of the baseline's TOML (with their values), the typed settings' other keys with their
+    defaults (:func:`~integrations.common.settings.default_values`), the ``FTCL`` constructor's options under
+    ``ftcl.`` and the fields of ``LocalizationConfig`` under ``localization.``.
 
     Args:
         config: a config as :func:`load_config` returns it (before overrides).
@@ -181,7 +177,7 @@ def known_keys(config: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``{"section.key": example value}``.
     """
-    keys = {**OPTIONAL_KEYS, **_library_keys()}
+    keys = {**default_values(), **_library_keys()}
 
     def walk(table: dict[str, Any], prefix: str) -> None:
         for key, value in table.items():

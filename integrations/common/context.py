@@ -1,12 +1,14 @@
 """The run context shared by training, evaluation and the command line: names, data, model factory, device.
 
 ``prepare`` opens the data, imports the baseline and sets up the (optional) process group; ``make_contrastive``
-builds FTCL from the config; :class:`RunResult` is what one training run hands to the outputs and the paired protocol.
+builds FTCL from the ``[ftcl]`` settings; :class:`RunResult` is what one training run hands to the outputs and the
+paired protocol.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ftcl_plugin import FTCL, FSDLoss, FSDSimilarity, LCSLoss, LCSSimilarity, SoftDTWSimilarity
+from ftcl_plugin.data import builtin, open_dataset
+from ftcl_plugin.facade import MIN_MATCH_FRACTION
+
 from .baseline import Baseline
 from .files import RunError
+from .settings import DataSettings, FTCLSettings, RunSettings
 
-__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "DataError", "RunResult", "ftcl_from_config", "make_contrastive",
-           "prepare"]
+__all__ = ["BUILTIN_NAMES", "DISPLAY_NAMES", "Context", "DataError", "RunResult", "build_ftcl", "builtin_root",
+           "make_contrastive", "prepare"]
 
 DISPLAY_NAMES = {"acmnet": "ACM-Net", "cola": "CoLA", "wtalc": "W-TALC", "stpn": "STPN"}
 BUILTIN_NAMES = {"thumos14": "thumos14-like", "activitynet": "activitynet-like"}
@@ -36,7 +43,7 @@ class Context:
 
     Attributes:
         name: the baseline's directory name.
-        config: the resolved config.
+        config: the resolved config: the record written to ``config.json``; read it through :attr:`settings`.
         root: the feature root (the built-in dataset's cache folder or ``--data``).
         layout: the feature layout.
         test: the test split (uniform sampling).
@@ -63,6 +70,15 @@ class Context:
     build_model: Callable[..., Baseline] | None = None
     _train: Any = None
 
+    @property
+    def settings(self) -> RunSettings:
+        """The typed view of :attr:`config` (:class:`~integrations.common.settings.RunSettings`).
+
+        Parsed on each access, so it always reflects the record (a caller may set a key of ``config`` after
+        :func:`prepare`, as ``run_experiments.py`` does for ``compare.finetune_epochs``); read it once per function.
+        """
+        return RunSettings.from_config(self.config)
+
     def train_split(self, epoch: int) -> Any:
         """The training split, its random temporal sampling seeded by (seed, epoch, video) so runs resume exactly.
 
@@ -73,13 +89,11 @@ class Context:
             The dataset object (opened once, re-seeded per epoch).
         """
         if self._train is None:
-            from ftcl_plugin.data import open_dataset
-
-            data = self.config["data"]
+            settings = self.settings
             self._train = open_dataset(
-                self.root, "train", layout=self.layout, num_segments=data.get("train_segments", 750),
-                sampling=data.get("train_sampling", "random"), seed=int(self.config["train"].get("seed", 0)),
-                skip_missing=bool(data.get("skip_missing", False)),
+                self.root, "train", layout=self.layout, num_segments=settings.data.train_segments,
+                sampling=settings.data.train_sampling, seed=settings.train.seed,
+                skip_missing=settings.data.skip_missing,
             )
         self._train.set_epoch(epoch)
         return self._train
@@ -103,19 +117,15 @@ def prepare(name: str, config: dict[str, Any], *, data: Path | None, layout: str
     Raises:
         DataError: if ``data`` cannot be opened as ``layout`` (the loader's message, with the folder and layout).
     """
-    from ftcl_plugin.data import builtin, open_dataset
-
-    data_cfg = config["data"]
+    data_settings = RunSettings.from_config(config).data
     if data is None:
         layout = "acmnet"
-        root = Path(builtin(data_cfg.get("builtin", "thumos14-like"), size=data_cfg.get("size", "small"),
-                            difficulty=data_cfg.get("difficulty", "standard"), layout=layout))
+        root = builtin_root(data_settings, layout)
     else:
         root, layout = data, layout or "acmnet"
     try:
-        test = open_dataset(root, "test", layout=layout, num_segments=data_cfg.get("test_segments", 750),
-                            sampling=data_cfg.get("test_sampling", "uniform"),
-                            skip_missing=bool(data_cfg.get("skip_missing", False)))
+        test = open_dataset(root, "test", layout=layout, num_segments=data_settings.test_segments,
+                            sampling=data_settings.test_sampling, skip_missing=data_settings.skip_missing)
         feature_dim = int(test[0].features.shape[-1])
     except (OSError, ValueError, KeyError, IndexError) as error:
         if data is None:
@@ -146,26 +156,41 @@ def _init_distributed(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def ftcl_from_config(config: dict[str, Any], embedding_dim: int) -> nn.Module:
-    """The FTCL module of a config's ``[ftcl]`` table: ``FTCL(feature_dim=E, **table)``.
+def builtin_root(data: DataSettings, layout: str) -> Path:
+    """The built-in synthetic dataset named by the ``[data]`` settings, in ``layout`` (generated on first use).
 
-    Every key except ``enabled`` goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``,
-    ``warmup_steps``, ``max_grad_ratio``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
+    Args:
+        data: the ``[data]`` settings (``builtin``, ``size``, ``difficulty``).
+        layout: the feature layout to write it in.
+
+    Returns:
+        Its cache folder.
+    """
+    return Path(builtin(data.builtin, size=data.size, difficulty=data.difficulty, layout=layout))
+
+
+#: FTCL's own default variant, which the ``fsd_loss`` / ``lcs_loss`` sub-tables follow when ``variant`` is not set.
+_DEFAULT_VARIANT = inspect.signature(FTCL).parameters["variant"].default
+
+
+def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
+    """The FTCL module of the ``[ftcl]`` settings: ``FTCL(feature_dim=E, **settings.options)``.
+
+    Every option goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``, ``warmup_steps``,
+    ``max_grad_ratio``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
     ``FSDLoss(E, variant=..., **fsd_loss)`` and ``LCSLoss(variant=..., **lcs_loss)`` (e.g. the paper's exact
     equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``). TOML has
     no null, so ``max_grad_ratio = 0`` stands for ``None`` (no cap).
 
     Args:
-        config: the resolved config.
+        settings: the ``[ftcl]`` settings.
         embedding_dim: ``E``.
 
     Returns:
         ``FTCL(feature_dim=E, ...)``.
     """
-    from ftcl_plugin import FTCL, FSDLoss, LCSLoss
-
-    options = {k: v for k, v in config.get("ftcl", {}).items() if k != "enabled"}
-    variant = options.get("variant", "paper")
+    options = dict(settings.options)
+    variant = options.get("variant", _DEFAULT_VARIANT)
     if "fsd_loss" in options:
         options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **_with_measure(options["fsd_loss"]))
     if "lcs_loss" in options:
@@ -181,9 +206,6 @@ def _with_measure(table: dict[str, Any]) -> dict[str, Any]:
     The LCS measure keeps FTCL's liveness floor (``min_match_fraction``) so a measure swap changes only the
     measure; the others take their defaults.
     """
-    from ftcl_plugin import FSDSimilarity, LCSSimilarity, SoftDTWSimilarity
-    from ftcl_plugin.facade import MIN_MATCH_FRACTION
-
     measures = {"fsd": FSDSimilarity, "lcs": lambda: LCSSimilarity(min_match_fraction=MIN_MATCH_FRACTION),
                 "soft_dtw": SoftDTWSimilarity}
     if "similarity" not in table:
@@ -195,7 +217,7 @@ def _with_measure(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
-    """The FTCL module of the run's config (:func:`ftcl_from_config`).
+    """The FTCL module of the run's ``[ftcl]`` settings (:func:`build_ftcl`).
 
     Args:
         ctx: the run context.
@@ -204,7 +226,7 @@ def make_contrastive(ctx: Context, embedding_dim: int) -> nn.Module:
     Returns:
         ``FTCL(feature_dim=E, ...)``.
     """
-    return ftcl_from_config(ctx.config, embedding_dim)
+    return build_ftcl(ctx.settings.ftcl, embedding_dim)
 
 
 @dataclass

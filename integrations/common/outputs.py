@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ftcl_plugin.evaluation import classification_map, detection_map
+from ftcl_plugin.localization import localize, results_json
+
 from .baseline import Baseline
 from .context import DISPLAY_NAMES, Context, RunResult
 from .files import atomic_file, write_json, write_text
@@ -44,12 +47,9 @@ def evaluate(ctx: Context, model: Baseline) -> dict[str, Any]:
     Returns:
         The ``detection_map`` result with ``"cmap"`` (classification mAP) and ``"predictions"`` (results JSON).
     """
-    from ftcl_plugin.evaluation import classification_map, detection_map
-    from ftcl_plugin.localization import LocalizationConfig, localize, results_json
-
-    cfg = ctx.config
-    loc_cfg = LocalizationConfig(**(cfg.get("localization", {}) | model.localization_overrides()))
-    scale = float(cfg["data"].get("input_scale", 1.0))
+    settings = ctx.settings
+    loc_cfg = settings.localization_config(**model.localization_overrides())
+    scale = settings.data.input_scale
     was_training = model.training
     model.eval()
     proposals: dict[str, list[dict]] = {}
@@ -68,8 +68,8 @@ def evaluate(ctx: Context, model: Baseline) -> dict[str, Any]:
             labels.append(record.label.numpy().astype(np.float64))
     model.train(was_training)
     predictions = results_json(proposals)
-    result = detection_map(ctx.test.ground_truth, predictions, preset=cfg.get("evaluation", {}).get(
-        "preset", "thumos14"), subset=ctx.test.subset)
+    result = detection_map(ctx.test.ground_truth, predictions, preset=settings.evaluation.preset,
+                           subset=ctx.test.subset)
     result["cmap"] = float(classification_map(np.stack(scores), np.stack(labels)))
     result["predictions"] = predictions
     return result
@@ -98,8 +98,7 @@ def write_outputs(ctx: Context, model: Baseline, result: RunResult, *, label: st
     write_json(out / "table.json",
                {"rows": [{"name": n, "summary": s} for n, s in named], "last": jsonable(result.last),
                 "best_on_test": result.best, "steps": result.steps, "seconds": result.seconds,
-                "ftcl_activity": result.activity,
-                "data": ctx.config["meta"]["data"], "seed": ctx.config["train"].get("seed", 0),
+                "ftcl_activity": result.activity, "data": ctx.settings.meta.data, "seed": ctx.settings.train.seed,
                 "machine": machine_description()})
     if plot:
         note = plot_videos(ctx, model, out / "plot.png")
@@ -109,9 +108,9 @@ def write_outputs(ctx: Context, model: Baseline, result: RunResult, *, label: st
 
 def data_note(ctx: Context) -> str:
     """The line above every table: data, test videos, seed and machine."""
-    meta = ctx.config["meta"]
-    kind = "synthetic" if meta["data"].startswith("builtin:") else "real features"
-    return (f"Data: {meta['data']} ({kind}), {len(ctx.test)} test videos; seed {ctx.config['train'].get('seed', 0)}; "
+    settings = ctx.settings
+    kind = "synthetic" if settings.meta.synthetic else "real features"
+    return (f"Data: {settings.meta.data} ({kind}), {len(ctx.test)} test videos; seed {settings.train.seed}; "
             f"machine: {machine_description()}. mAP in %, last epoch unless labelled.")
 
 
@@ -134,7 +133,7 @@ def plot_videos(ctx: Context, model: Baseline, path: Path, *, count: int | None 
         import matplotlib.pyplot as plt
     except ImportError:
         return "note: matplotlib is not installed (pip install ftcl-plugin[plot]); no plot written."
-    count = int(count or ctx.config.get("plot", {}).get("videos", 3))
+    count = int(count or ctx.settings.plot.videos)
     curves = _curves(ctx, model, count)
     figure, axes = plt.subplots(len(curves), 1, figsize=(10, 2.2 * len(curves)), squeeze=False)
     database = ctx.test.ground_truth["database"]
@@ -159,7 +158,7 @@ def plot_videos(ctx: Context, model: Baseline, path: Path, *, count: int | None 
 
 
 def _curves(ctx: Context, model: Baseline, count: int) -> list[dict[str, Any]]:
-    scale = float(ctx.config["data"].get("input_scale", 1.0))
+    scale = ctx.settings.data.input_scale
     was_training = model.training
     model.eval()
     curves = []
@@ -167,7 +166,7 @@ def _curves(ctx: Context, model: Baseline, count: int) -> list[dict[str, Any]]:
         for index in range(min(count, len(ctx.test))):
             record = ctx.test[index]
             output = model(record.features[None].to(ctx.device) * scale)
-            cas, _, attention = model.inference(output)
+            cas, attention = model.plot_signals(output)
             curves.append({"video": record.video, "cas": np.asarray(cas), "attention": attention,
                            "label": record.label.numpy(), "duration": float(record.duration)})
     model.train(was_training)

@@ -16,50 +16,42 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ftcl_plugin.data import ClassPairSampler, SimilarPairSampler, collate_videos
+
 from .baseline import Baseline
 from .context import Context, RunResult, make_contrastive
 from .files import CheckpointError, read_checkpoint, save_checkpoint
 from .outputs import evaluate, jsonable, write_csv, write_outputs
 from .report import ProgressBar
 from .rundir import claim
+from .settings import OptimSettings
 
-__all__ = ["ACTIVITY_KEYS", "BATCH_SAMPLERS", "batches_of", "ftcl_terms_row", "run_meta", "train"]
-
-
-#: The batch constructions ``data.sampler`` names: shuffled batches, one same-class pair per batch guaranteed
-#: (``ClassPairSampler``), W-TALC's class pairs followed by random videos (``SimilarPairSampler``).
-BATCH_SAMPLERS = ("random", "class_pair", "similar_pairs")
+__all__ = ["ACTIVITY_KEYS", "batches_of", "ftcl_terms_row", "run_meta", "train"]
 
 
 def batches_of(ctx: Context, labels: Tensor, epoch: int) -> list[list[int]]:
-    """The epoch's batches of video indices, drawn from a generator seeded by (seed, epoch)."""
-    cfg = ctx.config
-    batch_size = int(cfg["optim"]["batch_size"])
-    generator = torch.Generator().manual_seed(int(cfg["train"].get("seed", 0)) * 1_000_003 + epoch)
-    sampler = cfg["data"].get("sampler", "random")
-    if sampler == "class_pair":
-        from ftcl_plugin.data import ClassPairSampler
-
+    """The epoch's batches of video indices (``data.sampler``), drawn from a generator seeded by (seed, epoch)."""
+    settings = ctx.settings
+    batch_size = settings.optim.batch_size
+    generator = torch.Generator().manual_seed(settings.train.seed * 1_000_003 + epoch)
+    if settings.data.sampler == "class_pair":
         return [list(map(int, b)) for b in ClassPairSampler(labels, batch_size, generator=generator)]
-    if sampler == "similar_pairs":  # W-TALC's: pairs sharing a class at (0, 1), (2, 3), ..., then random videos
-        from ftcl_plugin.data.samplers import SimilarPairSampler
-
-        pairs = min(int(cfg["data"].get("similar_pairs", 3)), batch_size // 2)  # as many as a small batch holds
+    if settings.data.sampler == "similar_pairs":  # W-TALC's: pairs sharing a class at (0, 1), (2, 3), ...
+        pairs = min(settings.data.similar_pairs, batch_size // 2)  # as many as a small batch holds
         return list(SimilarPairSampler(labels, batch_size, num_pairs=pairs, generator=generator))
     order = torch.randperm(labels.shape[0], generator=generator).tolist()
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _lr_schedule(optim_cfg: dict[str, Any], epochs: int) -> Callable[[int], float]:
-    """The learning rate of each epoch: ``optim.lr``, times ``optim.lr_decay_factor`` (0.1) at every fraction of
-    the run's epochs listed in ``optim.lr_decay_at`` (none by default: a constant lr).
+def _lr_schedule(optim: OptimSettings, epochs: int) -> Callable[[int], float]:
+    """The learning rate of each epoch: ``optim.lr``, times ``optim.lr_decay_factor`` at every fraction of the run's
+    epochs listed in ``optim.lr_decay_at`` (none by default: a constant lr).
 
     A pure function of the epoch (set at the start of each epoch, like the STPN reproduction's step decay), so a
     resumed run gets the same rate without scheduler state.
     """
-    base, factor = float(optim_cfg["lr"]), float(optim_cfg.get("lr_decay_factor", 0.1))
-    milestones = sorted(math.floor(float(f) * epochs) for f in optim_cfg.get("lr_decay_at", []))
-    return lambda epoch: base * factor ** sum(epoch >= m for m in milestones)
+    milestones = sorted(math.floor(fraction * epochs) for fraction in optim.lr_decay_at)
+    return lambda epoch: optim.lr * optim.lr_decay_factor ** sum(epoch >= m for m in milestones)
 
 
 def _shard(indices: list[int], rank: int, world: int) -> list[int]:
@@ -164,7 +156,7 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
         RunFolderError: if ``out`` is in use or holds another run, or ``resume`` changes a setting.
         CheckpointError: for an unusable ``init_from`` or ``out/checkpoints/last.pt``.
     """
-    epochs = int(epochs if epochs is not None else ctx.config["train"]["epochs"])
+    epochs = epochs if epochs is not None else ctx.settings.train.epochs
     options = dict(ftcl=ftcl, init_from=init_from, resume=resume, epochs=epochs, best_on_test=best_on_test,
                    plot=plot, label=label)
     if ctx.rank != 0:
@@ -177,20 +169,15 @@ def train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None = None,
 
 
 def _build_model(ctx: Context) -> Baseline:
-    cfg = ctx.config
-    return ctx.build_model(cfg.get("model", {}) | {"_all": cfg}, num_classes=len(ctx.class_names),
+    return ctx.build_model(dict(ctx.settings.model) | {"_all": ctx.config}, num_classes=len(ctx.class_names),
                            feature_dim=ctx.feature_dim)
 
 
 def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resume: bool, epochs: int,
            best_on_test: bool, plot: bool, label: str) -> RunResult:
-    cfg = ctx.config
-    train_cfg = cfg["train"]
-    seed = int(train_cfg.get("seed", 0))
-    epochs = int(epochs if epochs is not None else train_cfg["epochs"])
-    cap = int(train_cfg.get("iterations", 0) or 0)
-    eval_every = int(train_cfg.get("eval_every", 0) or 0)
-    scale = float(cfg["data"].get("input_scale", 1.0))
+    settings = ctx.settings
+    seed, cap, eval_every = settings.train.seed, settings.train.iterations, settings.train.eval_every
+    scale = settings.data.input_scale
     main_rank = ctx.rank == 0
     if main_rank:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -208,11 +195,9 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
     # The training stream (dropout) is reseeded after every parameter is built, so arms that differ only by an
     # extra loss (and so by extra heads drawn at construction) see the same dropout masks. Ranks differ.
     torch.manual_seed(seed * 1_000_003 + 104_729 + 7919 * ctx.rank)
-    optim_cfg = cfg["optim"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(optim_cfg["lr"]),
-                                 betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
-                                 weight_decay=float(optim_cfg.get("weight_decay", 0.0)))
-    lr_at = _lr_schedule(optim_cfg, epochs)
+    optim = settings.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    lr_at = _lr_schedule(optim, epochs)
 
     step, start_epoch, start_batch, history, best, partial = 0, 0, 0, [], None, {}
     totals: dict[str, list[float]] = {}  # run-long (sum, count) of each FTCL activity value
@@ -262,6 +247,10 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
         # a value a step did not log (FTCL's activity on a batch without positive pairs) is left out of its mean
         counts: dict[str, int] = dict(partial.get("counts", {key: count for key in sums}))
         stopped_at = None
+        if start_batch:
+            # A resumed epoch: the reads of the batches trained before the stop are counted, so a video read again
+            # later in the epoch (W-TALC's sampler repeats videos) draws the sample an uninterrupted run draws.
+            split.skip_reads([i for ids in batches[:start_batch] for i in _shard(ids, ctx.rank, ctx.world)])
         model.train()
         for index, batch_ids in enumerate(batches):
             if index < start_batch:
@@ -327,8 +316,6 @@ def _train(ctx: Context, out: Path, *, ftcl: bool, init_from: Path | None, resum
 
 def _step(ctx: Context, model: Baseline, optimizer: torch.optim.Optimizer, split: Any, ids: list[int], step: int,
           *, ftcl: bool, scale: float) -> tuple[dict[str, float], tuple[int, int]]:
-    from ftcl_plugin.data import collate_videos
-
     batch = collate_videos([split[i] for i in ids])
     features = batch.features.to(ctx.device) * scale
     labels = batch.labels.to(ctx.device)

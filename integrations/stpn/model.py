@@ -30,7 +30,7 @@ run, on a min-max normalised CAM, scores a run by its maximum and applies NMS pe
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -138,6 +138,8 @@ class STPN(Baseline):
     """
 
     name = "stpn"
+    # One class threshold for the per-stream gate and the localization's class selection.
+    shared_options = {"stream_threshold": ("localization", "class_threshold")}
     streams = ("rgb", "flow")
 
     def __init__(self, feature_dim: int, num_classes: int, *, rgb_dim: int | None = None, hidden_dim: int = 256,
@@ -259,21 +261,5 @@ class STPN(Baseline):
         return to_numpy(output.cas[0]), to_numpy(output.attention[0])
 
 
-def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> STPN:
-    """STPN from the ``[model]`` table of ``integrations/stpn/configs/<dataset>.toml``.
-
-    Args:
-        config: the ``[model]`` table, with the whole config under ``"_all"`` (``localization.class_threshold``
-            sets ``stream_threshold`` unless ``[model]`` does).
-        num_classes: ``C``.
-        feature_dim: ``D``.
-
-    Returns:
-        The model.
-    """
-    options = {key: value for key, value in config.items() if key != "_all"}
-    # One class threshold for the per-stream gate and the localization's class selection, from [localization].
-    threshold = config.get("_all", {}).get("localization", {}).get("class_threshold")
-    if threshold is not None:
-        options.setdefault("stream_threshold", float(threshold))
-    return STPN(feature_dim, num_classes, **options)
+#: The runner's factory: ``build_model(config, *, num_classes, feature_dim)`` (:meth:`Baseline.from_config`).
+build_model = STPN.from_config

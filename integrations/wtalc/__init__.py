@@ -1,1 +1,2 @@
-"""W-TALC (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``."""
+"""W-TALC (clean room) with FTCL: ``model.py``, ``configs/``, ``train.py``, and ``upstream.py``, which
+drives a user's own checkout with ``patches/wtalc.py`` (``--upstream``)."""

@@ -19,7 +19,7 @@ logit plus 0.7 times the gate; no NMS. :meth:`WTALC.inference` and ``configs/*.t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from integrations.common.baseline import Baseline, BaselineOutput, check_single_video, to_numpy
 
 __all__ = ["WTALC", "build_model", "class_gate", "co_activity_loss", "detection_signals", "masked_topk_mean",
-           "true_lengths"]
+           "minmax_per_class", "true_lengths"]
 
 
 def true_lengths(features: Tensor) -> Tensor:
@@ -155,6 +155,25 @@ def detection_signals(logits: Tensor, *, gate_divisor: int = 8, gate_score_weigh
     return cas, scores
 
 
+def minmax_per_class(values: Tensor) -> Tensor:
+    """Each column of a ``(T, C)`` sequence mapped linearly onto [0, 1] between its minimum and maximum over time.
+
+    For plots: 0.5 is then W-TALC's per-class cut ``(max + min) / 2``. A constant column maps to 0.
+
+    Args:
+        values: ``(T, C)``.
+
+    Returns:
+        ``(T, C)`` in [0, 1].
+
+    Example:
+        >>> minmax_per_class(torch.tensor([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]])).tolist()
+        [[0.0, 0.0], [1.0, 0.0], [0.5, 0.0]]
+    """
+    low, high = values.min(dim=0).values, values.max(dim=0).values
+    return (values - low) / torch.where(high > low, high - low, torch.ones_like(high))
+
+
 class WTALC(Baseline):
     """W-TALC: FC embedding, dropout, linear CAS, k-max MIL and the co-activity similarity loss.
 
@@ -191,6 +210,8 @@ class WTALC(Baseline):
     """
 
     name = "wtalc"
+    # The adjacent CASL pairs are the sampler's same-class pairs: one count for both.
+    shared_options = {"num_pairs": ("data", "similar_pairs")}
 
     def __init__(self, feature_dim: int, num_classes: int, *, embedding_dim: int | None = None,
                  dropout: float = 0.7, topk_divisor: int = 8, mil_weight: float = 0.5, casl_weight: float = 0.5,
@@ -298,26 +319,8 @@ class WTALC(Baseline):
             ``(cas (T, C), None)`` in ``[0, 1]``.
         """
         check_single_video(output)
-        logits = output.cas[0]
-        low, high = logits.min(dim=0).values, logits.max(dim=0).values
-        return to_numpy((logits - low) / torch.where(high > low, high - low, torch.ones_like(high))), None
+        return to_numpy(minmax_per_class(output.cas[0])), None
 
 
-def build_model(config: dict[str, Any], *, num_classes: int, feature_dim: int) -> WTALC:
-    """W-TALC from the ``[model]`` table of ``integrations/wtalc/configs/<dataset>.toml``.
-
-    Args:
-        config: the ``[model]`` table, with the whole config under ``"_all"`` (``data.similar_pairs``, the
-            number of same-class pairs per batch, sets ``num_pairs`` unless ``[model]`` does).
-        num_classes: ``C``.
-        feature_dim: ``D``.
-
-    Returns:
-        The model.
-    """
-    options = {key: value for key, value in config.items() if key != "_all"}
-    # The adjacent CASL pairs are the sampler's pairs: one count for both, from [data].
-    similar = config.get("_all", {}).get("data", {}).get("similar_pairs")
-    if similar is not None:
-        options.setdefault("num_pairs", int(similar))
-    return WTALC(feature_dim, num_classes, **options)
+#: The runner's factory: ``build_model(config, *, num_classes, feature_dim)`` (:meth:`Baseline.from_config`).
+build_model = WTALC.from_config
