@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.common.cli import ArgumentParser  # noqa: E402
+from integrations.common.cli import ArgumentParser, positive_int  # noqa: E402
 from integrations.common.compare import paired_compare  # noqa: E402
 from integrations.common.config import apply_overrides, load_config, set_dotted  # noqa: E402
 from integrations.common.context import BUILTIN_NAMES, DISPLAY_NAMES, prepare  # noqa: E402
@@ -231,12 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None, metavar="DIR", help="real features (default: built-in)")
     parser.add_argument("--layout", choices=["acmnet", "cola", "wtalc"], default=None)
     parser.add_argument("--dataset", choices=["thumos14", "activitynet"], default="thumos14")
-    parser.add_argument("--pretrain-epochs", type=_positive_int, default=None)
-    parser.add_argument("--finetune-epochs", type=_positive_int, default=None)
-    parser.add_argument("--finetune-steps", type=_positive_int, default=None,
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=None)
+    parser.add_argument("--finetune-epochs", type=positive_int, default=None)
+    parser.add_argument("--finetune-steps", type=positive_int, default=None,
                         help="fine-tune each baseline for at least this many steps (sets its fine-tuning epochs from "
                              "its own batches per epoch; overrides --finetune-epochs)")
-    parser.add_argument("--iterations", type=_positive_int, default=None, help="cap on steps per training run")
+    parser.add_argument("--iterations", type=positive_int, default=None, help="cap on steps per training run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--work", type=Path, default=Path("runs/experiments"), help="folder for the runs")
@@ -245,16 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace runs under --work whose settings differ (default: refuse)")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _seeds(text: str) -> list[int]:

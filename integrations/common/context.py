@@ -20,7 +20,6 @@ from torch import nn
 
 from ftcl_plugin import FTCL, FSDLoss, FSDSimilarity, LCSLoss, LCSSimilarity, SoftDTWSimilarity
 from ftcl_plugin.data import builtin, open_dataset
-from ftcl_plugin.facade import MIN_MATCH_FRACTION
 
 from .baseline import Baseline
 from .files import RunError
@@ -203,10 +202,11 @@ def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
 def _with_measure(table: dict[str, Any]) -> dict[str, Any]:
     """A loss's settings with ``similarity = "fsd" | "lcs" | "soft_dtw"`` turned into that measure.
 
-    The LCS measure keeps FTCL's liveness floor (``min_match_fraction``) so a measure swap changes only the
-    measure; the others take their defaults.
+    The LCS measure keeps the liveness floor of FTCL's own LCS term (``min_match_fraction``, read off a default
+    ``FTCL``), so a measure swap changes only the measure; the others take their defaults.
     """
-    measures = {"fsd": FSDSimilarity, "lcs": lambda: LCSSimilarity(min_match_fraction=MIN_MATCH_FRACTION),
+    floor = FTCL(feature_dim=1, fsd_weight=0.0).lcs_loss.min_match_fraction
+    measures = {"fsd": FSDSimilarity, "lcs": lambda: LCSSimilarity(min_match_fraction=floor),
                 "soft_dtw": SoftDTWSimilarity}
     if "similarity" not in table:
         return table
