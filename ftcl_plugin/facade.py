@@ -186,8 +186,9 @@ class FTCL(nn.Module):
 
     def __init__(self, feature_dim: int, *, variant: Variant = "paper", fsd_weight: float | None = None,
                  lcs_weight: float | None = None, warmup_steps: int = WARMUP_STEPS,
-                 max_grad_ratio: float | None = MAX_GRAD_RATIO, miner: nn.Module | None = None, action_selector: nn.Module | None = None,
-                 background_selector: nn.Module | None = None, lcs_selector: nn.Module | None = None,
+                 max_grad_ratio: float | None = MAX_GRAD_RATIO, miner: nn.Module | None = None,
+                 action_selector: nn.Module | None = None, background_selector: nn.Module | None = None,
+                 lcs_selector: nn.Module | None = None,
                  fsd_loss: FSDLoss | None = None, lcs_loss: LCSLoss | None = None,
                  inactive_patience: int = INACTIVE_PATIENCE, validate_args: bool = False) -> None:
         super().__init__()
