@@ -29,7 +29,7 @@ _WEIGHTS = {"paper": (1.0, 1.0), "official": (0.8, 0.1)}
 FSD_SNIPPETS = 5
 LCS_SNIPPETS = 30
 # Training calls over which the weight ramps linearly from 0 to 1 (benchmarks/bench_host.py: at full weight
-# from the first step FTCL's gradient on a fresh host's embedding is 4x to 300x the host's own).
+# from the first step FTCL's gradient on a fresh host's embedding is 9x to 765x the host's own).
 WARMUP_STEPS = 100
 # FTCL's gradient on the embedding is kept within this multiple of the host's own.
 MAX_GRAD_RATIO = 1.0
