@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .files import CheckpointError, read_checkpoint
 from .rundir import claim, differences, folder_lock, read_record
 from .training import run_meta, train
 
-__all__ = ["paired_compare"]
+__all__ = ["arm_folder", "paired_compare"]
 
 
 def _reusable(out: Path, record: dict[str, Any], epochs: int) -> bool:
@@ -40,6 +41,12 @@ def _load_result(out: Path, label: str) -> RunResult:
     return RunResult(out=out, last=table["last"], best=table.get("best_on_test") or None, history=[],
                      steps=int(table["steps"]), seconds=float(table["seconds"]), label=label,
                      activity=dict(table.get("ftcl_activity", {})))
+
+
+def arm_folder(arm: str) -> str:
+    """The folder name of an arm: its name with every run of characters other than letters, digits, ``.``, ``_``
+    and ``-`` replaced by one ``-`` (``"FTCL (w/o FSD)"`` -> ``"FTCL-w-o-FSD"``), so no name nests folders."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", arm).strip("-")
 
 
 def paired_compare(ctx: Context, out: Path, *, init_from: Path | None = None, best_on_test: bool = False,
@@ -115,10 +122,11 @@ def _run_arms(ctx: Context, out: Path, arms: dict[str, dict[str, Any] | None], *
         arm_ctx = ctx if arm == "baseline" or not settings else dataclasses.replace(
             ctx, config=deep_merge(ctx.config, {"ftcl": settings}))
         record = arm_ctx.config | {"run": run_meta(arm != "baseline", init_from, epochs, name, best_on_test)}
-        if reuse and _reusable(out / arm, record, epochs):
-            results[arm] = _load_result(out / arm, name)
+        folder = out / arm_folder(arm)
+        if reuse and _reusable(folder, record, epochs):
+            results[arm] = _load_result(folder, name)
             continue
-        results[arm] = train(arm_ctx, out / arm, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
+        results[arm] = train(arm_ctx, folder, ftcl=arm != "baseline", init_from=init_from, epochs=epochs,
                              best_on_test=best_on_test, plot=plot, label=name, overwrite=overwrite)
     rows = [(result.label, result.last.get("summary", {})) for result in results.values()]
     difference = {}
