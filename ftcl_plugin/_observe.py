@@ -44,10 +44,13 @@ class GradientShare:
     ``host = total - ftcl`` needs no second backward pass (several backward passes of one step add up). When the
     features are a view (a transpose, a slice), both sit on the tensor it views, where the host's own loss reads.
 
-    The next call folds that measurement into two running means (decay ``decay``): FTCL's *unweighted*
-    gradient norm (its measured norm over the weight it used) and the unweighted ratio ``rho = ftcl / host``.
-    Its weight is then capped at ``max_ratio / mean(rho)``, so that the ratio of the two gradients, which
-    swings with every batch, averages ``max_ratio`` at most. A call whose weight was 0 cannot measure FTCL, so
+    The next call folds that measurement into two running means (decay ``decay``): of FTCL's *unweighted*
+    gradient norm (its measured norm over the weight it used) and of ``log rho``, the log of the unweighted
+    ratio ``rho = ftcl / host``. Its weight is then capped at ``max_ratio / exp(mean(log rho))``, so that the
+    ratio of the two gradients, which swings with every batch, sits at ``max_ratio`` at most in its typical
+    (geometric-mean) value: a batch that gives the host almost nothing to learn makes ``rho`` jump by orders of
+    magnitude, and an arithmetic mean would let such batches hold FTCL far below the cap for many steps after.
+    A call whose weight was 0 cannot measure FTCL, so
     its ``rho`` uses FTCL's running norm. A backward pass in which the host sent no gradient at all to the
     features (a host loss that does not read them, e.g. FTCL given an all_gather copy) has nothing to compare
     with: it stays out of the mean and the next call is not capped. Everything stays on the device.
@@ -63,7 +66,7 @@ class GradientShare:
         self.max_ratio = max_ratio
         self.decay = decay
         self.ftcl: Tensor | None = None  # running mean of ||d FTCL / d features|| at weight 1
-        self.rho: Tensor | None = None   # running mean of that over ||d host / d features||
+        self.log_rho: Tensor | None = None  # running mean of the log of that over ||d host / d features||
         self.silent = torch.zeros((), dtype=torch.bool)  # the host sent no gradient in the last measured call
         self._pending: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
@@ -75,9 +78,9 @@ class GradientShare:
     def cap(self) -> Tensor | None:
         """The largest weight that keeps FTCL within ``max_ratio`` of the host (``None``: no cap yet)."""
         self._fold()
-        if self.max_ratio is None or self.rho is None:
+        if self.max_ratio is None or self.log_rho is None:
             return None
-        cap = self.max_ratio / self.rho.clamp(min=1 / self._RHO_LIMIT)
+        cap = self.max_ratio / self.log_rho.exp()
         return torch.where(torch.isnan(cap) | self.silent.to(cap.device), torch.full_like(cap, float("inf")), cap)
 
     def seed(self, unweighted_norm: Tensor) -> None:
@@ -145,22 +148,24 @@ class GradientShare:
         self.silent = seen & (host_sq == 0)
         counted = seen & (host_sq > 0)
         pull = torch.where(measured, own, self.ftcl)
-        rho = (pull / host_sq.sqrt().clamp(min=torch.finfo(torch.float64).tiny)).clamp(max=self._RHO_LIMIT)
-        if self.rho is None:
-            self.rho = torch.where(counted, rho, torch.full_like(rho, float("nan")))
+        rho = (pull / host_sq.sqrt().clamp(min=torch.finfo(torch.float64).tiny)).clamp(1 / self._RHO_LIMIT,
+                                                                                      self._RHO_LIMIT)
+        log_rho = rho.log()
+        if self.log_rho is None:
+            self.log_rho = torch.where(counted, log_rho, torch.full_like(log_rho, float("nan")))
         else:
-            previous = torch.where(torch.isnan(self.rho), rho, self.rho)
-            self.rho = torch.where(counted, keep * previous + (1 - keep) * rho, self.rho)
+            previous = torch.where(torch.isnan(self.log_rho), log_rho, self.log_rho)
+            self.log_rho = torch.where(counted, keep * previous + (1 - keep) * log_rho, self.log_rho)
 
     def state(self) -> dict[str, Tensor]:
         """The running means (for an exact resume)."""
         self._fold()
-        state = {name: value for name, value in (("ftcl", self.ftcl), ("rho", self.rho)) if value is not None}
+        state = {name: value for name, value in (("ftcl", self.ftcl), ("log_rho", self.log_rho)) if value is not None}
         return state | {"silent": self.silent}
 
     def load(self, state: dict[str, Tensor]) -> None:
         """Restore :meth:`state`."""
-        self.ftcl, self.rho, self._pending = state.get("ftcl"), state.get("rho"), None
+        self.ftcl, self.log_rho, self._pending = state.get("ftcl"), state.get("log_rho"), None
         self.silent = state.get("silent", torch.zeros((), dtype=torch.bool))
 
 
