@@ -118,7 +118,9 @@ class GradientShare:
                     own_part = torch.dot(own_flat, own_flat).double()
                     host_sq.add_((total_sq - 2 * torch.dot(flat, own_flat).double() + own_part).clamp(min=0))
                     own_sq.add_(own_part)
-                ratio.copy_(own_sq.sqrt() / host_sq.sqrt().clamp(min=torch.finfo(torch.float64).tiny))
+                # undefined (NaN) while the host has sent nothing at all: no ratio to report
+                ratio.copy_(torch.where(host_sq > 0, own_sq.sqrt() / host_sq.sqrt().clamp(min=1e-300),
+                                        torch.full_like(own_sq, float("nan"))))
 
         # A host usually computes on one layout and hands FTCL a view of it (``x.transpose(1, 2)`` of a (B, D, T)
         # conv output): its own loss then reads the base tensor, not the view, and a hook on the view would miss

@@ -59,8 +59,9 @@ class FTCLTerms(NamedTuple):
           (only those send LCS gradient). 0 without positive pairs.
         - lcs_threshold: (), the LCS match threshold used for this batch.
         - grad_ratio: (), ``||d loss / d features|| / ||d (everything else) / d features||``: FTCL's gradient on
-          the host's embedding over the host's own. Filled in by the backward pass (NaN until then, and when
-          ``features`` needs no gradient or the call was not a training call).
+          the host's embedding over the host's own. Filled in by the backward pass (NaN until then, when
+          ``features`` needs no gradient or the call was not a training call, and while the host's own loss
+          has sent ``features`` no gradient at all).
     """
 
     loss: Tensor
