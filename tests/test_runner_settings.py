@@ -93,3 +93,13 @@ def test_set_accepts_every_runner_key_for_every_baseline() -> None:
     with pytest.raises(ValueError, match="data.similar_pairs must be an integer"):
         check_override(known, ["data", "similar_pairs"], 2.5)
     assert {path.parent.name for path in INTEGRATIONS_ROOT.glob("*/configs")} == set(BASELINES)
+
+
+@pytest.mark.parametrize("name", ["acmnet", "cola", "wtalc", "stpn"])
+def test_activitynet_configs_give_ftcl_the_papers_top_10_lcs_snippets(name: str) -> None:
+    # paper Sec. 4.1: LCS on the top-J snippets, J = 30 on THUMOS14 and 10 on ActivityNet
+    from integrations.common.context import build_ftcl
+
+    for dataset, k in (("activitynet", 10), ("thumos14", 30)):
+        settings = RunSettings.from_config(load_config(name, dataset, builtin_data=True))
+        assert build_ftcl(settings.ftcl, 8).lcs_selector.k == k

@@ -18,7 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ftcl_plugin import FTCL, FSDLoss, FSDSimilarity, LCSLoss, LCSSimilarity, SoftDTWSimilarity
+from ftcl_plugin import (
+    FTCL,
+    ActionSelector,
+    FSDLoss,
+    FSDSimilarity,
+    LCSLoss,
+    LCSSimilarity,
+    SoftDTWSimilarity,
+)
 from ftcl_plugin.data import builtin, open_dataset
 
 from .baseline import Baseline
@@ -178,8 +186,10 @@ def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
     Every option goes to ``FTCL`` as it is (``variant``, ``fsd_weight``, ``lcs_weight``, ``warmup_steps``,
     ``max_grad_ratio``, ...), except the sub-tables ``fsd_loss`` and ``lcs_loss``, which become
     ``FSDLoss(E, variant=..., **fsd_loss)`` and ``LCSLoss(variant=..., **lcs_loss)`` (e.g. the paper's exact
-    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``). TOML has
-    no null, so ``max_grad_ratio = 0`` stands for ``None`` (no cap).
+    equations: ``fsd_loss = {length_normalized = false}``, ``lcs_loss = {min_match_fraction = 0.0}``), and
+    ``lcs_selector``, which becomes ``ActionSelector(**lcs_selector)`` (the paper's top-10 snippets on
+    ActivityNet: ``lcs_selector = {k = 10}``). TOML has no null, so ``max_grad_ratio = 0`` stands for ``None``
+    (no cap).
 
     Args:
         settings: the ``[ftcl]`` settings.
@@ -194,6 +204,8 @@ def build_ftcl(settings: FTCLSettings, embedding_dim: int) -> nn.Module:
         options["fsd_loss"] = FSDLoss(embedding_dim, variant=variant, **_with_measure(options["fsd_loss"]))
     if "lcs_loss" in options:
         options["lcs_loss"] = LCSLoss(variant=variant, **_with_measure(options["lcs_loss"]))
+    if "lcs_selector" in options:  # e.g. the paper's top-10 on ActivityNet: lcs_selector = {k = 10}
+        options["lcs_selector"] = ActionSelector(**options["lcs_selector"])
     if options.get("max_grad_ratio") == 0:
         options["max_grad_ratio"] = None
     return FTCL(feature_dim=embedding_dim, **options)
