@@ -129,7 +129,13 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
             run_seconds += _seconds_of(Path(report["init_from"]).parent.parent)
             for arm, result in report["results"].items():
                 record = dict(result.last["summary"]) | {"seed": seed, "steps": result.steps}
-                record.update({key: result.activity[key] for key in ACTIVITY if key in result.activity})
+                if arm != "baseline":
+                    # A term switched off by a zero weight sends no gradient: its activity is recorded as 0 and
+                    # listed as switched off (the Markdown shows "-").
+                    off = [key for key in ("lcs_active_fraction", "fsd_active_fraction", "lcs_threshold")
+                           if key not in result.activity]
+                    record.update({key: result.activity.get(key, 0.0) for key in ACTIVITY})
+                    record["switched_off"] = off
                 runs[name].setdefault(arm, []).append(record)
                 labels.setdefault(name, {})[arm] = result.label
             meta[name] = {
@@ -164,7 +170,7 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
     """
     runs, labels, meta = collected["runs"], collected["labels"], collected["meta"]
     first = next(iter(runs.values()))
-    columns = [key for key in first["baseline"][0] if key not in ("seed", "steps", *ACTIVITY)]
+    columns = [key for key in first["baseline"][0] if key not in ("seed", "steps", "switched_off", *ACTIVITY)]
     if args.table in (3, 4, 5) and set(TABLE3_COLUMNS[:-1]) <= set(columns):
         # The paper's compact layout: four thresholds and the overall average (the last "Avg" column).
         averages = [c for c in columns if c.startswith("Avg")]
@@ -180,7 +186,7 @@ def format_table(args: argparse.Namespace, collected: dict[str, Any]) -> str:
                 stats = paired_stats(values)
                 cells.append(f"{stats['mean']:.1f} ± {stats['std']:.1f}")
             for key in ACTIVITY:
-                values = [s[key] for s in summaries if key in s]
+                values = [s[key] for s in summaries if key in s and key not in s.get("switched_off", ())]
                 cells.append(f"{sum(values) / len(values):.3g}" if values else "-")
             raw_rows.append([labels[name][arm], *cells])
             if arm == "baseline":
